@@ -1,0 +1,16 @@
+"""corrflow-napari: propagate masks and keypoints through video with CorrFlow."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["load_model", "propagate_labels", "track_points", "__version__"]
+
+
+def __getattr__(name):  # lazy: importing the package must not import torch or Qt eagerly
+    if name == "load_model":
+        from .model import load_model
+        return load_model
+    if name in ("propagate_labels", "track_points"):
+        from . import propagation
+        return getattr(propagation, name)
+    raise AttributeError(name)

@@ -1,0 +1,82 @@
+"""CorrFlow encoder (paper Table 4): a ResNet-18 variant with output stride 4.
+
+conv1 7x7/2 (64) -> stage 64 /1 -> stage 128 /2 -> stage 256 /1 -> stage 256 /1,
+two basic blocks per stage, no max-pool, then a 3x3 conv 256 -> 64 (with bias) giving
+a 64-d embedding at H/4 x W/4. ``width`` scales every channel count (1.0 = paper).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EncoderConfig:
+    width: float = 1.0          # channel multiplier; 1.0 is the paper's network
+    embed_dim: int = 64         # output embedding channels
+    blocks_per_stage: int = 2
+
+    def channels(self) -> tuple[int, int, int, int]:
+        return tuple(max(8, int(round(c * self.width))) for c in (64, 128, 256, 256))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN with an identity (or 1x1 projection) skip."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.skip = None
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.skip is None else self.skip(x)
+        return self.relu(out + identity)
+
+
+class CorrFlowEncoder(nn.Module):
+    """(B, 3, H, W) float RGB in [0, 1] -> (B, embed_dim, ceil(H/4), ceil(W/4))."""
+
+    stride = 4
+
+    def __init__(self, config: EncoderConfig | None = None):
+        super().__init__()
+        self.config = config or EncoderConfig()
+        c1, c2, c3, c4 = self.config.channels()
+        n = self.config.blocks_per_stage
+        self.stem = nn.Sequential(nn.Conv2d(3, c1, 7, 2, 3, bias=False),
+                                  nn.BatchNorm2d(c1), nn.ReLU(inplace=True))
+
+        def stage(cin, cout, stride):
+            return nn.Sequential(BasicBlock(cin, cout, stride),
+                                 *[BasicBlock(cout, cout, 1) for _ in range(n - 1)])
+
+        self.layer1 = stage(c1, c1, 1)
+        self.layer2 = stage(c1, c2, 2)
+        self.layer3 = stage(c2, c3, 1)
+        self.layer4 = stage(c3, c4, 1)
+        self.post = nn.Conv2d(c4, self.config.embed_dim, 3, 1, 1, bias=True)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.post(x)
