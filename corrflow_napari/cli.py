@@ -1,0 +1,264 @@
+"""The ``corrflow`` command: a thin shell over the core (see ``corrflow --help``).
+
+Exit codes: 0 success, 2 bad input (one line on stderr), 130 interrupted (Ctrl+C; every
+file written so far is complete).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import InputError
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: ``label  12/80 [=====     ] 0.84 s/frame``."""
+
+    def __init__(self, label: str, stream=None, unit: str = "frame"):
+        self.label, self.unit = label, unit
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * done / max(total, 1))
+        rate = (now - self.t0) / done if done else 0.0
+        self.stream.write(f"\r{self.label} {done}/{total} [{'=' * filled}{' ' * (width - filled)}]"
+                          f" {rate:.2f} s/{self.unit}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (auto: CUDA, MPS, CPU)")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file (default: the shipped weights)")
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", choices=["corrflow", "lab"], default="corrflow",
+                   help="corrflow: the learned model (default); lab: no-learning Lab-colour "
+                        "baseline")
+    p.add_argument("--topk", type=int, default=None, help="matches kept per position")
+    p.add_argument("--n-recent", type=int, default=None, help="previous frames as references")
+    p.add_argument("--radius", type=int, default=None, help="window radius M (13x13: 6)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="resize frames by this factor before matching (e.g. 0.5: faster)")
+
+
+def _settings(args):
+    from .propagation import with_settings
+    if args.scale is not None and not 0.05 <= args.scale <= 4:
+        raise InputError(f"--scale {args.scale} is out of range; use a factor in 0.05..4.")
+    return with_settings(None, topk=args.topk, n_recent=args.n_recent, radius=args.radius,
+                         scale=args.scale)
+
+
+def _model(args):
+    from .model import load_model
+    return load_model("lab" if args.features == "lab" else args.weights, device=args.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corrflow", description="Propagate masks and keypoints through video (CorrFlow).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("propagate", help="propagate keyframe masks to every frame")
+    p.add_argument("video", help="video file, folder of frames, or tif stack")
+    p.add_argument("--mask", action="append", required=True,
+                   help="indexed PNG (0 = background); repeat for several keyframes")
+    p.add_argument("--mask-frame", action="append", type=int, default=None,
+                   help="frame of each --mask (default 0); repeat in the same order")
+    p.add_argument("--out", required=True, help="output folder for 00000.png ...")
+    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
+    p.add_argument("--overlay", default=None, help="also write an overlay video (.mp4/.gif)")
+    _common(p)
+    _settings_args(p)
+
+    p = sub.add_parser("track", help="track points through the video")
+    p.add_argument("video")
+    p.add_argument("--points", required=True, help="CSV with columns track_id,t,y,x")
+    p.add_argument("--out", required=True, help="output CSV track_id,t,y,x,visible")
+    _common(p)
+    _settings_args(p)
+
+    p = sub.add_parser("eval-davis", help="evaluate on a DAVIS-layout folder (J, F, J&F)")
+    p.add_argument("root", help="folder holding JPEGImages/480p and Annotations/480p")
+    p.add_argument("--sequences", default="all", help="'all' or a comma list")
+    p.add_argument("--out", default=None, help="folder for predicted masks + results.json")
+    p.add_argument("--jobs", type=int, default=1, help="sequences evaluated in parallel")
+    p.add_argument("--baseline", choices=["identity"], default=None,
+                   help="identity: copy the first mask to every frame (no propagation)")
+    _common(p)
+    _settings_args(p)
+
+    from . import training
+    p = sub.add_parser("train", help="self-supervised training on unlabelled video")
+    training.add_train_arguments(p)
+    p = sub.add_parser("finetune", help="self-supervised fine-tuning on one clip")
+    training.add_finetune_arguments(p)
+    return parser
+
+
+def _keyframes(args, n_frames: int, hw: tuple[int, int]):
+    from .video import read_mask
+    masks, frames = args.mask, args.mask_frame
+    if frames is None:
+        if len(masks) > 1:
+            raise InputError("several --mask given without --mask-frame; give one "
+                             "--mask-frame per --mask, in the same order.")
+        frames = [0]
+    if len(frames) != len(masks):
+        raise InputError(f"{len(masks)} --mask but {len(frames)} --mask-frame; give one "
+                         "--mask-frame per --mask.")
+    keyframes, palette = {}, None
+    for path, t in zip(masks, frames):
+        if not -n_frames <= t < n_frames:
+            raise InputError(f"--mask-frame {t} is out of range: {args.video} has {n_frames} "
+                             f"frames (0..{n_frames - 1}).")
+        t %= n_frames
+        if t in keyframes:
+            raise InputError(f"two masks given for frame {t}; give one --mask per frame.")
+        mask, pal = read_mask(path, shape=hw)
+        if not (mask > 0).any():
+            raise InputError(f"mask {path} contains no object (all pixels are 0); "
+                             "paint at least one object with ids 1..N.")
+        keyframes[t] = mask
+        palette = palette if palette is not None else pal
+    return keyframes, palette
+
+
+def cmd_propagate(args) -> int:
+    from .propagation import propagate_labels
+    from .video import open_video, overlay, write_indexed_png, write_video
+    video = open_video(args.video)
+    keyframes, palette = _keyframes(args, len(video), video.shape[1:3])
+    settings = _settings(args)
+    model = _model(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for t, m in keyframes.items():
+        write_indexed_png(out / f"{t:05d}.png", m, palette)
+
+    def save(t, lab):
+        write_indexed_png(out / f"{t:05d}.png", lab, palette)
+
+    labels = propagate_labels(model, video, keyframes, progress=ProgressBar("propagate"),
+                              settings=settings, direction=args.direction, on_frame=save)
+    if args.overlay:
+        write_video(args.overlay, overlay(video, labels, palette), fps=video.fps or 10)
+    print(f"wrote {len(video)} masks to {out}")
+    return 0
+
+
+def _read_points_csv(path: str):
+    import numpy as np
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"points file {p} does not exist; check the path.")
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"points file {p} is not a readable CSV ({exc}); save it as text CSV "
+                         "with columns track_id,t,y,x.") from None
+    need = {"track_id", "t", "y", "x"}
+    have = set(rows[0].keys()) if rows else set()
+    if not rows or not need <= {h.strip() for h in have if h}:
+        missing = sorted(need - {h.strip() for h in have if h})
+        raise InputError(f"points file {p} lacks column(s) {', '.join(missing) or 'rows'}; "
+                         "it needs a header track_id,t,y,x and one row per point.")
+    try:
+        rows = [{k.strip(): v for k, v in r.items() if k} for r in rows]
+        ids = [r["track_id"].strip() for r in rows]
+        pts = np.array([[float(r["t"]), float(r["y"]), float(r["x"])] for r in rows])
+    except (ValueError, TypeError, AttributeError):
+        raise InputError(f"points file {p} has a non-numeric t, y or x value; "
+                         "use numbers (pixels, frame index).") from None
+    if len(set(ids)) != len(ids):
+        raise InputError(f"points file {p} repeats a track_id; give each point its own id.")
+    return ids, pts
+
+
+def cmd_track(args) -> int:
+    from .propagation import track_points
+    from .video import open_video
+    video = open_video(args.video)
+    ids, pts = _read_points_csv(args.points)
+    settings = _settings(args)
+    model = _model(args)
+    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings)
+    write_tracks_csv(args.out, ids, tracks.positions, tracks.visible)
+    print(f"wrote {len(ids)} tracks x {len(video)} frames to {args.out}")
+    return 0
+
+
+def write_tracks_csv(path, ids, positions, visible) -> None:
+    """Write ``track_id,t,y,x,visible`` rows atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["track_id", "t", "y", "x", "visible"])
+        for t in range(positions.shape[0]):
+            for i, tid in enumerate(ids):
+                y, x = positions[t, i]
+                w.writerow([tid, t, f"{y:.2f}", f"{x:.2f}", int(bool(visible[t, i]))])
+    os.replace(tmp, path)
+
+
+def cmd_eval_davis(args) -> int:
+    from .davis import resolve_sequences
+    from .evaluation import evaluate_davis
+    from .metrics import format_table
+    seqs = resolve_sequences(args.root, args.sequences)
+    features = args.baseline or args.features
+    if features == "corrflow":
+        _model(args)   # fail early on bad weights / device
+    results = evaluate_davis(args.root, seqs, features=features, weights=args.weights,
+                             device=args.device, settings=_settings(args), out_dir=args.out,
+                             jobs=max(1, args.jobs), log=lambda s: print(s, file=sys.stderr))
+    print(f"features: {features}" + (f" ({args.weights})" if args.weights else ""))
+    print(format_table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "propagate":
+            return cmd_propagate(args)
+        if args.command == "track":
+            return cmd_track(args)
+        if args.command == "eval-davis":
+            return cmd_eval_davis(args)
+        from . import training
+        if args.command == "train":
+            return training.train_cli(args) or 0
+        if args.command == "finetune":
+            return training.finetune_cli(args) or 0
+        parser.error(f"unknown command {args.command}")
+    except InputError as exc:
+        print(f"corrflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncorrflow: interrupted; everything written so far is complete.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

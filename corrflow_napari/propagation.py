@@ -1,0 +1,402 @@
+"""Label and keypoint propagation through video (numpy in, numpy out).
+
+Labels are carried as per-object probabilities at feature resolution (1/4 of the frame),
+copied from a reference memory through restricted attention:
+  * every keyframe (the user's painted frames; the nearest ``max_keyframes`` in time),
+  * the last ``n_recent`` frames propagated in the current segment (soft labels).
+Schedule: forward from each keyframe until the next one, backward before the first.
+Each frame is encoded exactly once; results are upsampled to the full frame size.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .model.attention import restricted_attention
+from .model.features import FeatureExtractor
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    """Test-time protocol. Defaults chosen by measurement on the dev set (see README)."""
+
+    radius: int = 6             # M: window is (2M+1)^2 at feature resolution
+    topk: int | None = 10       # keep the k best matches per position (None: all in window)
+    n_recent: int = 3           # previous propagated frames kept as references
+    max_keyframes: int = 3      # nearest keyframes (in time) used as references
+    scale: float = 1.0          # resize frames by this factor before encoding (faster, coarser)
+    chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
+
+
+class Tracks(NamedTuple):
+    """Result of :func:`track_points`: ``positions`` (T, N, 2) float (y, x) pixels and
+    ``visible`` (T, N) bool."""
+
+    positions: np.ndarray
+    visible: np.ndarray
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_frames(frames) -> tuple[int, int, int]:
+    shape = getattr(frames, "shape", None)
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        raise InputError(f"frames must be a (T, H, W, 3) uint8 video, got shape {shape}; "
+                         "open files with corrflow_napari.video.open_video.")
+    t, h, w = int(shape[0]), int(shape[1]), int(shape[2])
+    if t == 0:
+        raise InputError("the video has no frames; check the file.")
+    return t, h, w
+
+
+def _scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return max(4, int(round(h * scale))), max(4, int(round(w * scale)))
+
+
+class _Encoder:
+    """Encodes frame t (uint8 (H, W, 3)) to (C, h, w) features, resizing by ``scale``."""
+
+    def __init__(self, model: FeatureExtractor, frames, scale: float):
+        self.model, self.frames, self.scale = model, frames, scale
+        self.count = 0
+
+    def __call__(self, t: int) -> torch.Tensor:
+        frame = np.asarray(self.frames[t])
+        self.count += 1
+        x = torch.from_numpy(np.ascontiguousarray(frame))[None]
+        if self.scale != 1.0:
+            h, w = _scaled_size(frame.shape[0], frame.shape[1], self.scale)
+            x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
+                              align_corners=False, antialias=True)
+            x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return self.model.encode(x)[0]
+
+
+def _downsample_probs(onehot: torch.Tensor, feat_hw: tuple[int, int]) -> torch.Tensor:
+    """(V, H', W') 0/1 maps at encoder-input size -> (V, h, w) area-averaged probabilities."""
+    v = F.avg_pool2d(onehot[None].float(), 4, 4, ceil_mode=True, count_include_pad=False)[0]
+    return v[:, :feat_hw[0], :feat_hw[1]]
+
+
+def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float) -> torch.Tensor:
+    """(V, h, w) feature-resolution maps -> (V, H, W) at full frame size (bilinear)."""
+    h, w = values.shape[-2:]
+    size = (int(round(4 * h / scale)), int(round(4 * w / scale)))
+    up = F.interpolate(values[None], size=size, mode="bilinear", align_corners=False)[0]
+    up = up[:, :out_hw[0], :out_hw[1]]
+    if up.shape[-2:] != tuple(out_hw):   # rounding at the border: pad by replication
+        up = F.pad(up[None], (0, out_hw[1] - up.shape[-1], 0, out_hw[0] - up.shape[-2]),
+                   mode="replicate")[0]
+    return up
+
+
+def _schedule(keys: list[int], t_total: int, start: int, stop: int,
+              direction: str) -> list[tuple[int, list[int]]]:
+    """Segments ``(source keyframe, [target frames in order])``.
+
+    forward: k_i+1 .. k_{i+1}-1; backward: k_i-1 .. k_{i-1}+1; both: forward from every
+    keyframe and backward only before the first. Targets are clipped to [start, stop).
+    """
+    if direction not in ("forward", "backward", "both"):
+        raise InputError(f"direction must be forward, backward or both, not {direction!r}.")
+    segments = []
+    if direction in ("forward", "both"):
+        for i, k in enumerate(keys):
+            end = keys[i + 1] if i + 1 < len(keys) else t_total
+            targets = list(range(k + 1, min(end, stop)))
+            if targets and targets[-1] >= start:
+                segments.append((k, targets))
+    backward_keys = keys[:1] if direction == "both" else keys
+    if direction in ("backward", "both"):
+        for k in backward_keys:
+            i = keys.index(k)
+            end = keys[i - 1] if i > 0 else -1
+            targets = list(range(k - 1, max(end, start - 1), -1))
+            if targets:
+                segments.append((k, targets))
+    return segments
+
+
+def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
+                     on_frame: Callable[[int, torch.Tensor], None], *,
+                     settings: PropagationSettings | None = None, start: int = 0,
+                     stop: int | None = None, direction: str = "both",
+                     progress: ProgressFn | None = None,
+                     cancel: threading.Event | None = None) -> int:
+    """Propagate arbitrary value maps from seed frames through the video.
+
+    seeds: {t: (V, h, w) tensor at feature resolution} (keyframe labels or heatmaps).
+    on_frame(t, values): called with each computed frame's (V, h, w) values, in order.
+    Frames in [start, stop) are reported; frames outside are computed only if a chain
+    from a keyframe has to pass through them. Returns the number of frames encoded.
+    """
+    settings = settings or PropagationSettings()
+    t_total = len(frames)
+    stop = t_total if stop is None else min(stop, t_total)
+    keys = sorted(seeds)
+    segments = _schedule(keys, t_total, start, stop, direction)
+    total = sum(sum(1 for t in tg if start <= t < stop) for _, tg in segments)
+    encode = _Encoder(model, frames, settings.scale)
+    key_feats: dict[int, torch.Tensor] = {}
+    done = 0
+    if progress:
+        progress(0, total)
+
+    def key_refs(source: int, t: int) -> list[int]:
+        others = sorted((k for k in keys if k != source), key=lambda k: abs(k - t))
+        return [source] + others[:max(0, settings.max_keyframes - 1)]
+
+    with torch.inference_mode():
+        for source, targets in segments:
+            recent: deque = deque(maxlen=max(0, settings.n_recent))
+            for t in targets:
+                if cancel is not None and cancel.is_set():
+                    return encode.count
+                feat = encode(t)
+                refs = key_refs(source, t)
+                for k in refs:
+                    if k not in key_feats:
+                        key_feats[k] = encode(k)
+                ref_feats = [key_feats[k] for k in refs] + [f for f, _ in recent]
+                ref_vals = [seeds[k].to(feat.device) for k in refs] + [v for _, v in recent]
+                vals = restricted_attention(
+                    feat[None], torch.stack(ref_feats)[None], torch.stack(ref_vals)[None],
+                    radius=settings.radius, temperature=model.temperature, topk=settings.topk,
+                    metric=model.metric, chunk_tiles=settings.chunk_tiles)[0]
+                if settings.n_recent:
+                    recent.append((feat, vals))
+                if start <= t < stop:
+                    on_frame(t, vals)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+    return encode.count
+
+
+def _feature_hw(h: int, w: int, scale: float) -> tuple[int, int]:
+    hs, ws = _scaled_size(h, w, scale)
+    return math.ceil(hs / 4), math.ceil(ws / 4)
+
+
+def _resize_nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(hw):
+        return mask
+    t = torch.from_numpy(mask.astype(np.int64))[None, None].float()
+    return F.interpolate(t, size=hw, mode="nearest")[0, 0].long().numpy()
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label_dtype(max_id: int) -> np.dtype:
+    """Smallest unsigned dtype holding ids up to ``max_id`` (uint8 for <= 255)."""
+    if max_id <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if max_id <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def _check_keyframes(keyframes: dict, t_total: int, h: int, w: int) -> dict[int, np.ndarray]:
+    if not keyframes:
+        raise InputError("no keyframe mask given; paint at least one frame (or pass --mask).")
+    out = {}
+    for t, m in keyframes.items():
+        t = int(t)
+        if not -t_total <= t < t_total:
+            raise InputError(f"keyframe {t} is out of range: the video has {t_total} frames "
+                             f"(0..{t_total - 1}).")
+        t = t % t_total
+        m = np.asarray(m)
+        if m.shape != (h, w):
+            raise InputError(f"mask for frame {t} is {m.shape[1] if m.ndim > 1 else '?'}x"
+                             f"{m.shape[0]} but the video frames are {w}x{h}; "
+                             "give a mask of the video's size.")
+        if not np.issubdtype(m.dtype, np.integer) and m.dtype != bool:
+            if not np.all(np.mod(m, 1) == 0):
+                raise InputError(f"mask for frame {t} holds non-integer values; "
+                                 "give integer object ids (0 = background).")
+        if np.any(m < 0):
+            raise InputError(f"mask for frame {t} has negative ids; use 0 for background "
+                             "and 1..N for objects.")
+        if t in out:
+            raise InputError(f"two masks given for frame {t}; give one mask per frame.")
+        out[t] = m.astype(np.int64)
+    if not any(np.any(m > 0) for m in out.values()):
+        raise InputError("the keyframe masks contain no object (all pixels are 0); "
+                         "paint at least one object.")
+    return out
+
+
+def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
+                     progress: ProgressFn | None = None,
+                     cancel: threading.Event | None = None, *,
+                     settings: PropagationSettings | None = None,
+                     start: int = 0, stop: int | None = None, direction: str = "both",
+                     on_frame: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    """Propagate keyframe masks to every frame.
+
+    frames: (T, H, W, 3) uint8 array-like (a lazy ``Video`` is fine).
+    keyframes: {t: (H, W) integer ids, 0 = background}; returned unchanged.
+    progress(done, total) per frame; ``cancel`` (threading.Event) stops at the next frame.
+    on_frame(t, labels_t): called as each frame is finished ((H, W) array).
+    Returns (T, H, W) labels (uint8 when ids <= 255); frames not computed (outside
+    [start, stop), or after a cancel) are 0.
+    """
+    settings = settings or PropagationSettings()
+    t_total, h, w = _check_frames(frames)
+    keys = _check_keyframes(keyframes, t_total, h, w)
+    ids = np.unique(np.concatenate([np.unique(m) for m in keys.values()]))
+    ids = np.union1d([0], ids)                                 # channel 0 = background
+    out = np.zeros((t_total, h, w), dtype=label_dtype(int(ids.max())))
+    stop = t_total if stop is None else min(stop, t_total)
+    for t, m in keys.items():
+        if start <= t < stop:
+            out[t] = m
+    hs, ws = _scaled_size(h, w, settings.scale)
+    fhw = _feature_hw(h, w, settings.scale)
+    device = model.device
+    seeds = {}
+    for t, m in keys.items():
+        channels = np.searchsorted(ids, _resize_nearest(m, (hs, ws)))   # id -> channel
+        onehot = F.one_hot(torch.from_numpy(channels), len(ids)).permute(2, 0, 1)
+        seeds[t] = _downsample_probs(onehot, fhw).to(device)
+    ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
+
+    def write(t: int, vals: torch.Tensor) -> None:
+        probs = _upsample(vals, (h, w), settings.scale)
+        lab = ids_t[probs.argmax(0)].cpu().numpy().astype(out.dtype)
+        out[t] = lab
+        if on_frame is not None:
+            on_frame(t, lab)
+
+    propagate_values(model, frames, seeds, write, settings=settings, start=start, stop=stop,
+                     direction=direction, progress=progress, cancel=cancel)
+    return out
+
+
+# --------------------------------------------------------------------------- keypoints
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """Keypoint read-out: Gaussian seed width, soft-argmax neighbourhood, visibility."""
+
+    sigma: float = 0.5            # heatmap std at feature resolution (cells)
+    window: int = 2               # soft-argmax over (2w+1)^2 cells around the peak
+    visible_threshold: float = 0.1  # peak / seed peak below this -> not visible
+
+
+def _gaussian_heatmaps(points_yx: np.ndarray, fhw: tuple[int, int], scale: float,
+                       sigma: float) -> torch.Tensor:
+    """(N, 2) pixel (y, x) -> (N, h, w) Gaussians centred at the points' feature coords."""
+    h, w = fhw
+    c = (torch.from_numpy(points_yx).double() * scale - 1.5) / 4   # cell j centre = 4j + 1.5
+    yy = torch.arange(h, dtype=torch.float64)[None, :, None]
+    xx = torch.arange(w, dtype=torch.float64)[None, None, :]
+    g = torch.exp(-((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2)
+                  / (2 * sigma ** 2))
+    return g.float()
+
+
+def _read_peaks(heat: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, h, w) heatmaps -> (N, 2) sub-cell (y, x) by soft-argmax around the peak, and peak values."""
+    n, h, w = heat.shape
+    flat = heat.reshape(n, -1)
+    peak, idx = flat.max(1)
+    py, px = idx // w, idx % w
+    offs = torch.arange(-window, window + 1, device=heat.device)
+    ys = (py[:, None] + offs[None]).clamp(0, h - 1)             # N, k
+    xs = (px[:, None] + offs[None]).clamp(0, w - 1)
+    patch = heat[torch.arange(n, device=heat.device)[:, None, None], ys[:, :, None], xs[:, None, :]]
+    valid_y = (py[:, None] + offs[None] >= 0) & (py[:, None] + offs[None] < h)
+    valid_x = (px[:, None] + offs[None] >= 0) & (px[:, None] + offs[None] < w)
+    wgt = patch.clamp_min(0) * (valid_y[:, :, None] & valid_x[:, None, :])
+    s = wgt.sum((1, 2)).clamp_min(1e-12)
+    cy = (wgt * ys[:, :, None]).sum((1, 2)) / s
+    cx = (wgt * xs[:, None, :]).sum((1, 2)) / s
+    return torch.stack([cy, cx], 1), peak
+
+
+def _check_points(points, t_total: int, h: int, w: int) -> np.ndarray:
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise InputError(f"points must be an (N, 3) array of (t, y, x), got shape {p.shape}.")
+    if len(p) == 0:
+        raise InputError("no points given; place at least one point.")
+    if not np.all(np.isfinite(p)):
+        raise InputError("points contain NaN or infinite coordinates.")
+    bad_t = (p[:, 0] < 0) | (p[:, 0] > t_total - 1) | (np.mod(p[:, 0], 1) != 0)
+    if bad_t.any():
+        i = int(np.flatnonzero(bad_t)[0])
+        raise InputError(f"point {i} is on frame {p[i, 0]:g}, which does not exist "
+                         f"(the video has frames 0..{t_total - 1}).")
+    bad = (p[:, 1] < 0) | (p[:, 1] > h - 1) | (p[:, 2] < 0) | (p[:, 2] > w - 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"point {i} at (y={p[i, 1]:g}, x={p[i, 2]:g}) lies outside the "
+                         f"{w}x{h} frame; place points inside the image.")
+    return p
+
+
+def track_points(model: FeatureExtractor, frames, points,
+                 progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
+                 settings: PropagationSettings | None = None,
+                 track_settings: TrackSettings | None = None) -> Tracks:
+    """Track points through the video.
+
+    points: (N, 3) rows of (t, y, x) in pixels; points may sit on different frames.
+    Returns Tracks(positions (T, N, 2) float (y, x) pixels, visible (T, N) bool). Each
+    point's own frame returns its given position. Frames not reached (cancel) are NaN.
+    """
+    settings = settings or PropagationSettings()
+    ts = track_settings or TrackSettings()
+    t_total, h, w = _check_frames(frames)
+    p = _check_points(points, t_total, h, w)
+    n = len(p)
+    pos = np.full((t_total, n, 2), np.nan)
+    vis = np.zeros((t_total, n), dtype=bool)
+    fhw = _feature_hw(h, w, settings.scale)
+    groups = {int(t): np.flatnonzero(p[:, 0] == t) for t in np.unique(p[:, 0])}
+    per_group = t_total - 1
+    total = per_group * len(groups)
+    for gi, (t0, idx) in enumerate(sorted(groups.items())):
+        seed = _gaussian_heatmaps(p[idx, 1:], fhw, settings.scale, ts.sigma).to(model.device)
+        seed_peak = seed.reshape(len(idx), -1).max(1).values
+        pos[t0, idx] = p[idx, 1:]
+        vis[t0, idx] = True
+
+        def write(t: int, heat: torch.Tensor, idx=idx, seed_peak=seed_peak) -> None:
+            cyx, peak = _read_peaks(heat, ts.window)
+            pix = (cyx.double() * 4 + 1.5) / settings.scale
+            pix[:, 0].clamp_(0, h - 1)
+            pix[:, 1].clamp_(0, w - 1)
+            pos[t, idx] = pix.cpu().numpy()
+            vis[t, idx] = (peak / seed_peak >= ts.visible_threshold).cpu().numpy()
+
+        def prog(done: int, _tot: int, base=gi * per_group) -> None:
+            if progress:
+                progress(base + done, total)
+
+        propagate_values(model, frames, {t0: seed}, write, settings=settings,
+                         progress=prog, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            break
+    return Tracks(pos, vis)
+
+
+def with_settings(settings: PropagationSettings | None, **changes) -> PropagationSettings:
+    """Copy of ``settings`` (or the defaults) with ``changes`` applied (None values ignored)."""
+    return replace(settings or PropagationSettings(),
+                   **{k: v for k, v in changes.items() if v is not None})
