@@ -983,7 +983,7 @@ def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def _full_palette(palette, n_ids: int | None = None) -> np.ndarray:
+def _full_palette(palette) -> np.ndarray:
     """(N,3) colours (0-255, or 0-1 floats) -> (256,3) uint8, missing entries DAVIS."""
     out = davis_palette(256)
     if palette is None:
