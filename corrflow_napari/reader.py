@@ -1,0 +1,73 @@
+"""napari reader: video files, folders of frames and tif stacks -> one lazy RGB Image layer.
+
+``get_reader(path)`` follows the napari convention: it returns ``None`` for paths it
+cannot read (so napari tries other readers) and a reader function otherwise. For a
+path it claims, the reader function raises :class:`~corrflow_napari.errors.InputError`
+with a one-line message if the file turns out to be unreadable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".gif", ".mkv", ".webm", ".m4v")
+STACK_SUFFIXES = (".tif", ".tiff")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def _is_frame_folder(p: Path) -> bool:
+    try:
+        with os.scandir(p) as it:
+            return any(e.is_file() and not e.name.startswith(".")
+                       and Path(e.name).suffix.lower() in FRAME_SUFFIXES for e in it)
+    except OSError:
+        return False
+
+
+def _is_tif_stack(p: Path) -> bool:
+    """True for multi-frame tifs; False for a single 2D (grey or RGB) picture, which
+    napari's own reader handles. Unparseable files are claimed (and reported)."""
+    try:
+        import tifffile
+        with tifffile.TiffFile(p) as tf:
+            if len(tf.pages) > 1:
+                return True
+            shape = tf.series[0].shape if tf.series else ()
+    except Exception:
+        return True
+    if len(shape) <= 2:
+        return False
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return False
+    return True
+
+
+def get_reader(path):
+    """npe2 reader contribution: a reader function for ``path``, or None."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        p = Path(os.fspath(path))
+    except TypeError:
+        return None
+    if p.is_dir():
+        return read_video if _is_frame_folder(p) else None
+    ext = p.suffix.lower()
+    if ext in VIDEO_SUFFIXES:
+        return read_video
+    if ext in STACK_SUFFIXES and (not p.exists() or _is_tif_stack(p)):
+        return read_video
+    return None
+
+
+def read_video(path):
+    """Open ``path`` lazily as one ``(T, H, W, 3)`` RGB Image layer named after it."""
+    from .video import open_video
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    p = Path(os.fspath(path))
+    video = open_video(p)      # raises InputError with a clear message when it cannot
+    meta = {"corrflow_source": str(p.resolve()), "fps": video.fps}
+    return [(video, {"name": video.name or p.stem, "rgb": True, "metadata": meta}, "image")]

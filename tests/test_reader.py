@@ -1,0 +1,74 @@
+"""The napari reader contribution: each supported format opens as one RGB Image layer."""
+import numpy as np
+import pytest
+
+from corrflow_napari.errors import InputError
+from corrflow_napari.reader import get_reader
+
+T, H, W = 5, 48, 64
+
+
+@pytest.fixture(scope="module")
+def clip(sample):
+    frames, _ = sample
+    return np.ascontiguousarray(frames[:T, 40:40 + H * 2:2, 60:60 + W * 2:2])
+
+
+def write_format(kind, clip, folder):
+    from PIL import Image
+    import tifffile
+    from corrflow_napari.video import write_video
+    if kind == "mp4":
+        path = folder / "bunny.mp4"
+        write_video(path, clip, fps=10)
+    elif kind == "gif":
+        path = folder / "bunny.gif"
+        write_video(path, clip, fps=10)
+    elif kind == "folder":
+        path = folder / "bunny_frames"
+        path.mkdir()
+        for t, f in enumerate(clip):
+            Image.fromarray(f).save(path / f"frame{t}.png")
+    else:
+        path = folder / "bunny.tif"
+        tifffile.imwrite(path, clip, photometric="rgb")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["mp4", "gif", "folder", "tif"])
+def test_reader_opens_each_format_as_one_rgb_image(make_napari_viewer, clip, tmp_path, kind):
+    path = write_format(kind, clip, tmp_path)
+    assert get_reader(str(path)) is not None
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="corrflow-napari")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer._type_string == "image" and layer.rgb
+    assert layer.data.shape == (T, H, W, 3) and layer.data.dtype == np.uint8
+    assert layer.name == ("bunny_frames" if kind == "folder" else "bunny")
+    frame = np.asarray(layer.data[2])
+    if kind in ("folder", "tif"):                            # lossless formats
+        np.testing.assert_array_equal(frame, clip[2])
+    else:
+        assert np.abs(frame.astype(int) - clip[2]).mean() < 12
+
+
+def test_reader_declines_what_it_cannot_read(tmp_path, clip):
+    import tifffile
+    (tmp_path / "notes.txt").write_text("hi")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    assert get_reader(str(empty)) is None
+    tifffile.imwrite(tmp_path / "picture.tif", clip[0], photometric="rgb")   # one 2D image
+    assert get_reader(str(tmp_path / "picture.tif")) is None
+
+
+def test_reader_reports_a_claimed_broken_file(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01not a video at all" * 10)
+    reader = get_reader(str(bad))
+    assert reader is not None
+    with pytest.raises(InputError) as err:
+        reader(str(bad))
+    assert "broken.mp4" in str(err.value) and "\n" not in str(err.value)
