@@ -1,0 +1,176 @@
+"""Propagation engine: ids, keyframes, directions, cancel, progress, keypoints."""
+import threading
+
+import numpy as np
+import pytest
+
+from corrflow_napari.errors import InputError
+from corrflow_napari.model import load_model
+from corrflow_napari.propagation import (PropagationSettings, propagate_labels,
+                                         propagate_values)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return load_model("lab", device="cpu")
+
+
+def texture(h, w, seed=0):
+    """A smooth random colour texture (H, W, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    from skimage.transform import resize
+    return (resize(small, (h + 16, w + 16), order=3) .clip(0, 255)).astype(np.uint8)
+
+
+def moving_squares(t=12, h=64, w=80, step=2):
+    """Two coloured squares (ids 3 and 7) moving right by ``step`` px/frame on grey."""
+    frames = np.full((t, h, w, 3), 90, np.uint8)
+    labels = np.zeros((t, h, w), np.uint8)
+    for i in range(t):
+        x = 8 + step * i
+        frames[i, 10:26, x:x + 16] = (230, 40, 40)
+        labels[i, 10:26, x:x + 16] = 3
+        frames[i, 36:54, x + 10:x + 28] = (40, 60, 230)
+        labels[i, 36:54, x + 10:x + 28] = 7
+    return frames, labels
+
+
+def iou(a, b):
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+def test_ids_preserved_and_objects_followed(lab):
+    frames, gt = moving_squares()
+    out = propagate_labels(lab, frames, {0: gt[0]})
+    assert out.shape == gt.shape and out.dtype == np.uint8
+    assert set(np.unique(out)) == {0, 3, 7}
+    np.testing.assert_array_equal(out[0], gt[0])
+    for i in range(1, len(gt)):
+        for obj in (3, 7):
+            assert iou(out[i] == obj, gt[i] == obj) > 0.8, (i, obj)
+
+
+def test_backward_from_last_frame(lab):
+    frames, gt = moving_squares()
+    out = propagate_labels(lab, frames, {len(gt) - 1: gt[-1]})
+    np.testing.assert_array_equal(out[-1], gt[-1])
+    for i in range(len(gt) - 1):
+        assert iou(out[i] == 3, gt[i] == 3) > 0.8
+
+
+def test_keyframe_correction_is_honoured(lab):
+    frames, gt = moving_squares()
+    wrong = gt[0].copy()
+    wrong[wrong == 7] = 0                     # frame 0 forgets object 7
+    out = propagate_labels(lab, frames, {0: wrong, 6: gt[6]})
+    assert not (out[1:6] == 7).any()           # before the correction: no object 7
+    np.testing.assert_array_equal(out[6], gt[6])
+    for i in range(7, len(gt)):                # after: object 7 follows the correction
+        assert iou(out[i] == 7, gt[i] == 7) > 0.8
+
+
+def test_large_ids_and_many_objects(lab):
+    h, w = 48, 64
+    frame = np.full((h, w, 3), 60, np.uint8)
+    mask = np.zeros((h, w), np.int64)
+    rng = np.random.default_rng(1)
+    for k in range(10):
+        sl = np.s_[(k // 5) * 24 + 4:(k // 5) * 24 + 20, (k % 5) * 12 + 1:(k % 5) * 12 + 11]
+        mask[sl] = 300 + k
+        frame[sl] = rng.integers(0, 256, 3)
+    frames = np.repeat(frame[None], 4, axis=0)
+    out = propagate_labels(lab, frames, {1: mask})
+    assert out.dtype == np.uint16
+    assert set(np.unique(out[3])) <= set(np.unique(mask))
+    assert iou(out[3] == 305, mask == 305) > 0.7
+
+
+def test_each_frame_encoded_once_and_progress(lab):
+    frames, gt = moving_squares(t=10)
+    seen, encoded = [], []
+    calls = []
+
+    class Counting:
+        shape = frames.shape
+
+        def __len__(self):
+            return len(frames)
+
+        def __getitem__(self, t):
+            encoded.append(t)
+            return frames[t]
+
+    out = propagate_labels(lab, Counting(), {3: gt[3], 7: gt[7]},
+                           progress=lambda d, n: calls.append((d, n)),
+                           on_frame=lambda t, lab_t: seen.append(t))
+    assert sorted(encoded) == list(range(10))
+    assert sorted(seen) == [t for t in range(10) if t not in (3, 7)]
+    assert calls[-1] == (8, 8)
+    np.testing.assert_array_equal(out[7], gt[7])
+
+
+def test_cancel_keeps_finished_frames(lab):
+    frames, gt = moving_squares(t=12)
+    cancel = threading.Event()
+    done = []
+
+    def on_frame(t, lab_t):
+        done.append(t)
+        if len(done) == 4:
+            cancel.set()
+
+    out = propagate_labels(lab, frames, {0: gt[0]}, cancel=cancel, on_frame=on_frame)
+    assert done == [1, 2, 3, 4]
+    assert (out[5:] == 0).all() and (out[1:5] > 0).any()
+
+
+def test_range_and_direction(lab):
+    frames, gt = moving_squares(t=12)
+    seen = []
+    propagate_labels(lab, frames, {0: gt[0], 5: gt[5], 9: gt[9]}, start=5, stop=9,
+                     direction="forward", on_frame=lambda t, x: seen.append(t))
+    assert seen == [6, 7, 8]
+    seen.clear()
+    propagate_labels(lab, frames, {5: gt[5]}, direction="backward",
+                     on_frame=lambda t, x: seen.append(t))
+    assert seen == [4, 3, 2, 1, 0]
+
+
+def test_odd_sizes_tiny_objects_and_single_frame(lab):
+    frames = np.repeat(texture(37, 53)[None, :37, :53], 3, axis=0)
+    mask = np.zeros((37, 53), np.uint8)
+    mask[20, 30] = 1                           # a 1x1 object
+    out = propagate_labels(lab, frames, {0: mask})
+    assert out.shape == (3, 37, 53)
+    single = propagate_labels(lab, frames[:1], {0: mask})
+    np.testing.assert_array_equal(single[0], mask)
+
+
+def test_scale_option(lab):
+    frames, gt = moving_squares()
+    out = propagate_labels(lab, frames, {0: gt[0]}, settings=PropagationSettings(scale=0.5))
+    assert out.shape == gt.shape
+    assert iou(out[5] == 3, gt[5] == 3) > 0.6
+
+
+@pytest.mark.parametrize("keyframes,match", [
+    ({}, "no keyframe"),
+    ({0: np.zeros((64, 80), np.uint8)}, "no object"),
+    ({0: np.ones((10, 10), np.uint8)}, "video frames are 80x64"),
+    ({40: np.ones((64, 80), np.uint8)}, "out of range"),
+])
+def test_bad_keyframes(lab, keyframes, match):
+    frames, _ = moving_squares()
+    with pytest.raises(InputError, match=match):
+        propagate_labels(lab, frames, keyframes)
+
+
+def test_propagate_values_seed_passthrough(lab):
+    frames, _ = moving_squares(t=5)
+    import torch
+    seed = torch.rand(2, 16, 20)
+    got = {}
+    n = propagate_values(lab, frames, {2: seed}, lambda t, v: got.setdefault(t, v))
+    assert sorted(got) == [0, 1, 3, 4] and n == 5
+    assert got[3].shape == (2, 16, 20)
