@@ -28,6 +28,7 @@ def load_model(weights: str | Path | None = None, device: str = "auto") -> Featu
                              "reinstall corrflow-napari, pass --weights, or use --features lab.")
         weights = SHIPPED_WEIGHTS
     model = model_from_checkpoint(read_checkpoint(weights), source=str(weights))
+    model.weights_path = Path(weights).resolve()   # fine-tuning refuses to overwrite it
     return model.to(dev).eval()
 
 

@@ -71,7 +71,9 @@ def colour_dropout(x: torch.Tensor, generator: torch.Generator | None = None,
         drop = torch.randperm(3, generator=generator)[:n]
         out[i][:, drop] = 0
         out[i] = out[i] * (3 / (3 - n))
-    return out.clamp_(0, 1)
+    # no clamp: the kept channels are *scaled* (like Dropout2d); clamping to 1 would
+    # saturate every value above (3 - n) / 3 and destroy most of their information.
+    return out
 
 
 def colour_jitter(x: torch.Tensor, strength: float = 0.1, p: float = 0.1,
