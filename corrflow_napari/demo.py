@@ -69,7 +69,8 @@ def open_viewer(show: bool = True):
         dock = viewer.window.add_dock_widget(w, name=name, area="right",
                                              tabify=key != "propagate")
         docks[key] = (w, dock)
-    docks["propagate"][1].raise_()
+    from qtpy.QtCore import QTimer
+    QTimer.singleShot(0, docks["propagate"][1].raise_)   # after napari raised the last tab
     viewer.layers.selection.active = viewer.layers["bunny labels"]
     return viewer, docks
 

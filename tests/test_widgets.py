@@ -204,6 +204,7 @@ def test_track_points_widget_makes_tracks_layer_and_csv(make_napari_viewer, qtbo
     per_frame = w.points_out_layer
     assert per_frame.data.shape == (3 * len(frames), 3)
     assert "visible" in per_frame.features.columns
+    assert w.points_combo.layer() is pts          # the input stays selected for a re-run
     out = w.export_csv(tmp_path / "tracks.csv")
     lines = out.read_text().splitlines()
     assert lines[0] == "track_id,t,y,x,visible" and len(lines) == 1 + 3 * len(frames)

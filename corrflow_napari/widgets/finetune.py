@@ -181,6 +181,7 @@ class FinetuneWidget(QWidget):
             minutes = self.minutes_spin.value()
         weights = self.weights.value()
         self._cancel = threading.Event()
+        self.destroyed.connect(self._cancel.set)    # widget closed: stop the worker
         self._minutes = minutes
         self._t0 = time.perf_counter()
         self._out = out

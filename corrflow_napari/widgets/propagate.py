@@ -275,6 +275,7 @@ class PropagateWidget(QWidget):
             self.status.setText(str(exc))
             return
         self._cancel = threading.Event()
+        self.destroyed.connect(self._cancel.set)    # widget closed: stop the worker
         self._run = {"layer": labels, "keys": set(job.keyframes), "atoms": [],
                      "hashes": {}, "mode": labels.mode, "editable": labels.editable,
                      "done": 0, "weights": job.weights, "committing": False}

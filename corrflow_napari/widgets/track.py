@@ -122,6 +122,7 @@ class TrackWidget(QWidget):
             self.status.setText(str(exc))
             return
         self._cancel = threading.Event()
+        self.destroyed.connect(self._cancel.set)    # widget closed: stop the worker
         self._ids, self._src = ids, layer
         self._pbar = progress(total=0, desc="Tracking points")
         relay = Relay(self)
@@ -202,6 +203,7 @@ class TrackWidget(QWidget):
             self.points_out_layer = self.viewer.add_points(
                 points, name=f"{src.name} tracked", features=features,
                 face_color=list(colours), border_color="black", size=6)
+        self.points_combo.set_layer(src)        # keep tracking from the user's points
         self.viewer.layers.selection.active = src
 
     def export_csv(self, path=None) -> Path | None:
