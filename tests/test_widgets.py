@@ -220,6 +220,16 @@ def test_finetune_few_steps_then_propagate_uses_new_weights(make_napari_viewer, 
     ft.device.setCurrentText("cpu")
     from corrflow_napari.training import TrainConfig
     ft.train_config = TrainConfig.finetune(crop=64, batch=1, centroid_clips=2)   # tiny
+    # Stop during a long run keeps the best weights so far
+    stopped = tmp_path / "stopped.pt"
+    ft.set_output(stopped)
+    ft.set_budget(steps=1000)
+    ft._relay_hook = lambda *a: ft.stop()
+    ft.start()
+    ft._relay.progress.connect(ft._relay_hook)
+    qtbot.waitUntil(lambda: not ft.running, timeout=WAIT_MS)
+    assert ft.last_status == "cancelled" and stopped.exists()
+    assert 1 <= len(ft.plot.steps) < 1000
     out = tmp_path / "clip_ft.pt"
     ft.set_output(out)
     ft.set_budget(steps=2)
