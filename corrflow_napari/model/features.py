@@ -38,13 +38,24 @@ class FeatureExtractor(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    lab_weight = 0.0
+
     @torch.inference_mode()
     def encode(self, frames) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, C, h, w) float32 features (L2-normalised if configured)."""
-        f = self.features(frames_to_tensor(frames, self.device)).float()
+        """(B, H, W, 3) uint8 -> (B, C, h, w) float32 features: L2-normalised if configured,
+        with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0."""
+        x = frames_to_tensor(frames, self.device)
+        f = self.features(x).float()
         if self.normalize:
             f = F.normalize(f, dim=1)
+        if self.lab_weight > 0:
+            f = torch.cat([f, self.lab_weight * lab_features(x)[:, :, :f.shape[2], :f.shape[3]]], 1)
         return f
+
+
+def lab_features(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 3, ceil(H/4), ceil(W/4)) Lab / 100, 4x4 averages."""
+    return F.avg_pool2d(rgb_to_lab(x) / 100, 4, 4, ceil_mode=True, count_include_pad=False)
 
 
 class LabFeatures(FeatureExtractor):
@@ -59,11 +70,10 @@ class LabFeatures(FeatureExtractor):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("scale", torch.tensor([1 / 100, 1 / 100, 1 / 100]).view(1, 3, 1, 1))
+        self.register_buffer("_anchor", torch.zeros(0))   # follows .to(device)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        lab = rgb_to_lab(x) * self.scale
-        return F.avg_pool2d(lab, 4, 4, ceil_mode=True, count_include_pad=False)
+        return lab_features(x)
 
 
 class CorrFlowModel(FeatureExtractor):
@@ -82,10 +92,11 @@ class CorrFlowModel(FeatureExtractor):
         self.metric = inference.get("metric", "dot")
         self.temperature = float(inference.get("temperature", 1.0))
         self.normalize = bool(inference.get("normalize", False))
+        self.lab_weight = float(inference.get("lab_weight", 0.0))
 
     def inference_settings(self) -> dict:
         return {"metric": self.metric, "temperature": self.temperature,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "lab_weight": self.lab_weight}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
