@@ -50,6 +50,8 @@ class FinetuneWidget(QWidget):
     """Dock widget "Fine-tune model"."""
 
     run_finished = Signal(str)
+    #: emitted in the GUI thread after each optimisation step: (step, loss)
+    step_done = Signal(int, float)
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -214,6 +216,7 @@ class FinetuneWidget(QWidget):
 
     def _on_progress(self, step, total, loss) -> None:
         self.plot.add(step, loss)
+        self.step_done.emit(int(step), float(loss))
         if self._pbar is None:
             return
         if self._minutes:
