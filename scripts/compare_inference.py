@@ -1,0 +1,65 @@
+"""Compare test-time feature settings of one checkpoint on DAVIS dev sequences.
+
+    python scripts/compare_inference.py CKPT --root ../shared/data/davis2016-dev \
+        --sequences all --max-frames 40 \
+        --variant lab --variant raw:metric=dot,temperature=1 \
+        --variant crw:normalize=1,metric=dot,temperature=0.05 \
+        --variant mix:normalize=1,metric=negsqdist,temperature=0.05,lab_weight=1
+
+Prints J&F per sequence and the mean for every variant (first ``--max-frames`` frames of
+each sequence; the official protocol otherwise). Used to choose the shipped model's
+inference settings; the choice and the full-length numbers are in the README.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from corrflow_napari.davis import frame_folder, load_annotations, resolve_sequences
+from corrflow_napari.metrics import evaluate_sequence
+from corrflow_napari.model import load_model
+from corrflow_napari.propagation import propagate_labels
+from corrflow_napari.video import open_video
+
+
+def parse_variant(spec: str):
+    name, _, rest = spec.partition(":")
+    opts = {}
+    for kv in filter(None, rest.split(",")):
+        k, v = kv.split("=")
+        opts[k] = v if k == "metric" else float(v)
+    return name, opts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ckpt")
+    ap.add_argument("--root", default="../shared/data/davis2016-dev")
+    ap.add_argument("--sequences", default="all")
+    ap.add_argument("--max-frames", type=int, default=40)
+    ap.add_argument("--variant", action="append", required=True)
+    args = ap.parse_args()
+    seqs = resolve_sequences(args.root, args.sequences)
+    variants = [parse_variant(v) for v in args.variant]
+    table = {name: {} for name, _ in variants}
+    for seq in seqs:
+        gt, _ = load_annotations(args.root, seq)
+        video = open_video(frame_folder(args.root, seq))
+        n = min(len(gt), args.max_frames)
+        frames = np.stack([video[i] for i in range(n)])
+        for name, opts in variants:
+            model = load_model("lab" if name == "lab" else args.ckpt, device="cpu")
+            for k, v in opts.items():
+                setattr(model, k, bool(v) if k == "normalize" else v)
+            pred = propagate_labels(model, frames, {0: gt[0]})
+            table[name][seq] = 100 * evaluate_sequence(gt[:n], pred)["JF"]
+            print(f"{seq:16s} {name:10s} {table[name][seq]:5.1f}", flush=True)
+    print("\nvariant     " + " ".join(f"{s[:8]:>8s}" for s in seqs) + "     mean")
+    for name, row in table.items():
+        print(f"{name:10s}  " + " ".join(f"{row[s]:8.1f}" for s in seqs)
+              + f"  {np.mean(list(row.values())):7.1f}")
+
+
+if __name__ == "__main__":
+    main()
