@@ -2,16 +2,24 @@
 of every reference frame, centred on the same position (paper Section 3.3).
 
 The window is evaluated tile by tile: target positions are grouped into ``tile x tile``
-blocks and each block is compared, with one batched matmul, to the
-``(tile+2M) x (tile+2M)`` reference block around it; pairs outside the 13x13 window and
-reference positions outside the frame are masked before the softmax. No
-``C x (2M+1)^2 x H x W`` unfold of the reference features is ever built: the largest
-tensors are ``H W (tile+2M)^2 / tile^2`` per reference (= 6.25 H W for M=6, tile=8),
-i.e. O(H W (2M+1)^2). Everything is differentiable (used for training).
+blocks and each block is compared, with one batched matmul per reference, to the
+``(tile+2M) x (tile+2M)`` reference block around it. The (2M+1)^2 window of every target
+is then gathered from the block logits (one precomputed index), entries outside the frame
+are masked (only border tiles have any), and the softmax (optionally over the top-k only)
+is taken jointly over the R windows. With top-k, the k chosen values are gathered
+directly; without, the weights go back into the block and meet the tiled values in a
+matmul. No ``C x (2M+1)^2 x H x W`` unfold of the reference features is ever built: the
+largest tensors are ``H W (tile+2M)^2 / tile^2`` per reference (= 6.25 H W for M=6,
+tile=8), i.e. O(H W (2M+1)^2), and with ``chunk_tiles`` the logits only exist for a chunk.
+
+:func:`prepare_reference` tiles one reference frame and :func:`attend` uses prepared
+references, so a propagation loop tiles each frame once however often it is a reference;
+:func:`restricted_attention` does both. Everything is differentiable (used for training).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +50,249 @@ def _window_mask(tile: int, radius: int, device) -> torch.Tensor:
     return ((dy.abs() <= radius) & (dx.abs() <= radius)).to(device)
 
 
+class ReferenceTiles(NamedTuple):
+    """One reference frame laid out for :func:`attend` (made by :func:`prepare_reference`).
+
+    Built once per reference frame and reusable for every query frame of the same size,
+    so a propagation loop tiles each frame's features once, not once per use.
+    """
+
+    tiles: torch.Tensor                 # (B*nT, C, (tile+2M)^2) overlapping feature blocks
+    sqnorm: torch.Tensor | None         # (B*nT, (tile+2M)^2) |r|^2 ("negsqdist" only)
+    invalid: torch.Tensor | None        # (B*nT, tile^2, (2M+1)^2) bool, None: geometry only
+    batch: int
+    channels: int
+    height: int
+    width: int
+    radius: int
+    tile: int
+    metric: str
+
+
+class _Geometry(NamedTuple):
+    widx: torch.Tensor          # (t2, W2): window entry j of target q -> index in its block
+    invalid: torch.Tensor       # (nT, t2, W2) bool: window entry outside the frame
+    border: list                # tiles with an out-of-frame window entry
+    border_prefix: list         # prefix counts of border tiles (len nT + 1)
+    base: torch.Tensor          # (nT, t2): flat (y, x) of each target in the padded map
+    off: torch.Tensor           # (W2,): flat offset of window entry j in the padded map
+    nh: int
+    nw: int
+    hpad: int                   # padded map size (hp + 2M, wp + 2M)
+    wpad: int
+    flat: dict                  # (chunk tiles, R) -> index of the window logits
+
+
+_GEOMETRY: dict = {}
+
+
+def _geometry(h: int, w: int, radius: int, tile: int, device) -> _Geometry:
+    """Index tables for a frame size (cached)."""
+    key = (h, w, radius, tile, str(device))
+    geo = _GEOMETRY.get(key)
+    if geo is not None:
+        return geo
+    hp, wp = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
+    nh, nw = hp // tile, wp // tile
+    k, win = tile + 2 * radius, 2 * radius + 1
+    hpad, wpad = hp + 2 * radius, wp + 2 * radius
+    qy, qx = (a.reshape(-1, 1) for a in torch.meshgrid(torch.arange(tile), torch.arange(tile),
+                                                        indexing="ij"))
+    jy, jx = (a.reshape(1, -1) for a in torch.meshgrid(torch.arange(win), torch.arange(win),
+                                                        indexing="ij"))
+    widx = (qy + jy) * k + (qx + jx)                                            # t2, W2
+    ty, tx = (a.reshape(-1, 1, 1) for a in torch.meshgrid(torch.arange(nh), torch.arange(nw),
+                                                          indexing="ij"))
+    y = ty * tile + qy.reshape(1, -1, 1) + jy.reshape(1, 1, -1) - radius        # nT,t2,W2
+    x = tx * tile + qx.reshape(1, -1, 1) + jx.reshape(1, 1, -1) - radius
+    invalid = (y < 0) | (y >= h) | (x < 0) | (x >= w)
+    bad = invalid.flatten(1).any(1)
+    prefix = [0] + torch.cumsum(bad.long(), 0).tolist()
+    base = (ty.reshape(-1, 1) * tile + qy.reshape(1, -1)) * wpad + tx.reshape(-1, 1) * tile \
+        + qx.reshape(1, -1)                                                     # nT, t2
+    off = (jy * wpad + jx).reshape(-1)
+    geo = _Geometry(widx.to(device), invalid.to(device), torch.nonzero(bad)[:, 0].tolist(),
+                    prefix, base.to(device), off.to(device), nh, nw, hpad, wpad, {})
+    if len(_GEOMETRY) > 8:
+        _GEOMETRY.clear()
+    _GEOMETRY[key] = geo
+    return geo
+
+
+def _window_index(geo: _Geometry, nc: int, r_n: int, t2: int, k2: int, device) -> torch.Tensor:
+    """Flat index taking logits laid out (R, nc, t2, k2) to windows (nc, t2, R, W2)."""
+    idx = geo.flat.get((nc, r_n))
+    if idx is None:
+        w2 = geo.off.numel()
+        idx = (torch.arange(r_n, device=device).reshape(1, 1, -1, 1) * (nc * t2 * k2)
+               + torch.arange(nc, device=device).reshape(-1, 1, 1, 1) * (t2 * k2)
+               + torch.arange(t2, device=device).reshape(1, -1, 1, 1) * k2
+               + geo.widx.reshape(1, t2, 1, w2))
+        dtype = torch.int32 if idx.numel() and int(idx.max()) < 2 ** 31 else torch.int64
+        idx = idx.reshape(-1).to(dtype)
+        if len(geo.flat) > 8:
+            geo.flat.clear()
+        geo.flat[(nc, r_n)] = idx
+    return idx
+
+
+def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", tile: int = 8,
+                      ref_valid: torch.Tensor | None = None) -> ReferenceTiles:
+    """Tile one reference frame's features ``(B, C, H, W)`` for :func:`attend`.
+
+    ref_valid: optional (B, 1, H, W) 0/1 mask of usable positions.
+    """
+    if metric not in ("dot", "negsqdist"):
+        raise ValueError(f"unknown metric {metric!r}")
+    b, c, h, w = ref.shape
+    hp, wp = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
+    k2 = (tile + 2 * radius) ** 2
+    tiles = _tiles(ref, tile, radius, hp, wp).reshape(-1, c, k2)               # B*nT, C, k2
+    sq = (tiles * tiles).sum(1) if metric == "negsqdist" else None
+    invalid = None
+    if ref_valid is not None:
+        geo = _geometry(h, w, radius, tile, ref.device)
+        inside = _tiles(ref_valid.reshape(b, 1, h, w).to(ref.dtype), tile, radius, hp, wp)
+        inside = inside.reshape(-1, k2)[:, geo.widx]                            # B*nT,t2,W2
+        invalid = (inside <= 0.5) | geo.invalid.repeat(b, 1, 1)
+    return ReferenceTiles(tiles, sq, invalid, b, c, h, w, radius, tile, metric)
+
+
+def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Tensor,
+           temperature: float = 1.0, topk: int | None = None,
+           chunk_tiles: int | None = None) -> torch.Tensor:
+    """Restricted attention of ``query`` (B, C, H, W) to prepared references.
+
+    refs: R :class:`ReferenceTiles` (same size, radius, tile and metric as each other and
+    the query). values: (B, R, V, H, W). Same result as :func:`restricted_attention`.
+
+    Per tile of targets: one matmul per reference against its (tile+2M)^2 block, then the
+    (2M+1)^2 window of every target is gathered (R*(2M+1)^2 logits per target), entries
+    outside the frame are masked (border tiles only), and either the top-k are taken and
+    their values gathered, or the softmax weights are scattered back to the block and
+    multiplied with the tiled values.
+    """
+    ref0 = refs[0]
+    b, c, h, w = query.shape
+    radius, tile, metric = ref0.radius, ref0.tile, ref0.metric
+    for r in refs:
+        if (r.batch, r.channels, r.height, r.width, r.radius, r.tile, r.metric) != \
+                (b, c, h, w, radius, tile, metric):
+            raise ValueError("references must match the query's shape, radius, tile and metric")
+    r_n, v = len(refs), values.shape[2]
+    if tuple(values.shape[:2]) != (b, r_n) or tuple(values.shape[-2:]) != (h, w):
+        raise ValueError(f"values {tuple(values.shape)} do not match {r_n} references of "
+                         f"{b}x{h}x{w}")
+    dev, dtype = query.device, query.dtype
+    geo = _geometry(h, w, radius, tile, dev)
+    hp, wp = geo.nh * tile, geo.nw * tile
+    n_t = geo.nh * geo.nw
+    big_t = b * n_t
+    t2, k2 = tile * tile, (tile + 2 * radius) ** 2
+    w2 = (2 * radius + 1) ** 2
+    grad = torch.is_grad_enabled() and (query.requires_grad or values.requires_grad
+                                        or any(r.tiles.requires_grad for r in refs))
+    q_t = _tiles(query, tile, 0, hp, wp).reshape(big_t, c, t2).transpose(1, 2).contiguous()
+    use_topk = topk is not None and topk < r_n * w2
+    plen = geo.hpad * geo.wpad
+    if use_topk:   # values as a flat (B*R*Hpad*Wpad, V) table, gathered at the chosen entries
+        vflat = F.pad(values.reshape(b * r_n, v, h, w),
+                      (radius, geo.wpad - w - radius, radius, geo.hpad - h - radius))
+        vflat = vflat.permute(0, 2, 3, 1).reshape(-1, v)
+        base = (torch.arange(b, device=dev).reshape(b, 1, 1) * (r_n * plen)
+                + geo.base.unsqueeze(0)).reshape(big_t, t2)
+        off = (torch.arange(r_n, device=dev).reshape(-1, 1) * plen + geo.off).reshape(-1)
+    else:          # values tiled like the references, for a block matmul
+        val_t = _tiles(values.reshape(b * r_n, v, h, w), tile, radius, hp, wp)
+        val_t = val_t.reshape(b, r_n, n_t, v, k2).permute(1, 0, 2, 4, 3).reshape(r_n, big_t,
+                                                                                k2, v)
+    per_ref = any(r.invalid is not None for r in refs)
+
+    def border_tiles(i0: int, i1: int) -> list[int]:
+        """Chunk-local indices of the tiles that have out-of-frame window entries."""
+        out = []
+        for bi in range(i0 // n_t, (i1 - 1) // n_t + 1):
+            a, z = max(i0 - bi * n_t, 0), min(i1 - bi * n_t, n_t)
+            if geo.border_prefix[z] > geo.border_prefix[a]:
+                lo, hi = geo.border_prefix[a], geo.border_prefix[z]
+                out += [bi * n_t + t - i0 for t in geo.border[lo:hi]]
+        return out
+
+    def attend_chunk(i0: int, i1: int) -> torch.Tensor:
+        nc = i1 - i0
+        rows = nc * t2
+        q = q_t[i0:i1]
+        if grad:
+            lg = []
+            for r in refs:
+                x = torch.bmm(q, r.tiles[i0:i1])
+                if metric == "negsqdist":
+                    x = 2 * x - r.sqnorm[i0:i1, None, :]
+                lg.append(x)
+            logits = torch.stack(lg)
+        else:
+            logits = torch.empty(r_n, nc, t2, k2, dtype=dtype, device=dev)
+            for j, r in enumerate(refs):
+                torch.bmm(q, r.tiles[i0:i1], out=logits[j])
+                if metric == "negsqdist":
+                    logits[j].mul_(2).sub_(r.sqnorm[i0:i1, None, :])
+        idx = _window_index(geo, nc, r_n, t2, k2, dev)
+        g = logits.reshape(-1).index_select(0, idx).reshape(rows, r_n * w2)    # rows, R*W2
+        if temperature != 1.0:
+            g = g / temperature if grad else g.div_(temperature)
+        # masking: invalid (nc, t2, 1 or R, W2), or None when every entry is usable
+        if per_ref:
+            tid = torch.arange(i0, i1, device=dev) % n_t
+            invalid = torch.stack([r.invalid[i0:i1] if r.invalid is not None
+                                   else geo.invalid.index_select(0, tid) for r in refs], 2)
+            g = g.reshape(nc, t2, r_n, w2).masked_fill(invalid, _NEG).reshape(rows, -1)
+        else:
+            local = border_tiles(i0, i1)
+            invalid = None
+            if local:
+                tid = torch.arange(i0, i1, device=dev) % n_t
+                invalid = geo.invalid.index_select(0, tid).unsqueeze(2)         # nc,t2,1,W2
+                if grad:
+                    g = g.reshape(nc, t2, r_n, w2).masked_fill(invalid, _NEG).reshape(rows, -1)
+                else:                         # only the border tiles need it
+                    g4 = g.reshape(nc, t2, r_n, w2)
+                    for lt in local:
+                        g4[lt].masked_fill_(invalid[lt], _NEG)
+        if use_topk:
+            vals, sel = g.topk(topk, dim=-1)                                    # rows, k
+            wts = torch.softmax(vals, dim=-1)
+            if invalid is not None:
+                entry = sel % w2
+                lookup = (torch.div(sel, w2, rounding_mode="floor") if invalid.shape[2] > 1
+                          else torch.zeros_like(sel))
+                lookup = (torch.arange(rows, device=dev).reshape(-1, 1) * invalid.shape[2]
+                          + lookup) * w2 + entry
+                wts = wts * (~invalid.reshape(-1)[lookup]).to(wts.dtype)
+            pos = base[i0:i1].reshape(rows, 1) + off[sel]
+            picked = vflat.index_select(0, pos.reshape(-1)).reshape(rows, topk, v)
+            return torch.bmm(wts.unsqueeze(1), picked).reshape(nc, t2, v)
+        # softmax over all R windows jointly, then a block matmul with the tiled values
+        wts = torch.softmax(g, dim=-1)
+        if invalid is not None:
+            wts = (wts.reshape(nc, t2, r_n, w2) * (~invalid).to(wts.dtype)).reshape(rows, -1)
+        if grad:
+            full = torch.zeros(r_n * nc * t2 * k2, dtype=wts.dtype, device=dev)
+            full = full.index_copy(0, idx.long(), wts.reshape(-1))
+        else:
+            full = logits.reshape(-1).zero_().index_copy_(0, idx.long(), wts.reshape(-1))
+        full = full.reshape(r_n, nc, t2, k2)
+        out = torch.bmm(full[0], val_t[0, i0:i1])
+        for j in range(1, r_n):
+            out = out + torch.bmm(full[j], val_t[j, i0:i1])
+        return out                                                              # nc,t2,V
+
+    step = big_t if not chunk_tiles else max(1, int(chunk_tiles))
+    outs = [attend_chunk(i, min(i + step, big_t)) for i in range(0, big_t, step)]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    out = out.reshape(b, geo.nh, geo.nw, tile, tile, v).permute(0, 5, 1, 3, 2, 4)
+    return out.reshape(b, v, hp, wp)[:, :, :h, :w]
+
+
 def restricted_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.Tensor,
                          radius: int = 6, temperature: float = 1.0, topk: int | None = None,
                          metric: str = "dot", tile: int = 8,
@@ -58,47 +309,18 @@ def restricted_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.
     ref_valid: optional (B, R, 1, H, W) 0/1 mask of usable reference positions.
     chunk_tiles: process this many tiles at a time (bounds peak memory at inference).
     Returns (B, V, H, W).
+
+    Equivalent to ``attend(query, [prepare_reference(refs[:, r], ...) for r], values)``;
+    a loop that reuses reference frames should prepare each once and call :func:`attend`.
     """
     if metric not in ("dot", "negsqdist"):
         raise ValueError(f"unknown metric {metric!r}")
-    b, c, h, w = query.shape
-    r_n, v = refs.shape[1], values.shape[2]
-    hp, wp = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
-    k2 = (tile + 2 * radius) ** 2
-    inside = torch.ones(b * r_n, 1, h, w, device=query.device, dtype=query.dtype)
-    if ref_valid is not None:
-        inside = inside * ref_valid.reshape(b * r_n, 1, h, w).to(query.dtype)
-    inside_t = _tiles(inside, tile, radius, hp, wp)
-    n_t = inside_t.shape[1]
-    inside_t = inside_t.reshape(b, r_n, n_t, k2).permute(0, 2, 1, 3) > 0.5       # B,nT,R,k2
-    q_t = _tiles(query, tile, 0, hp, wp)                                        # B,nT,C,t2
-    ref_t = _tiles(refs.reshape(b * r_n, c, h, w), tile, radius, hp, wp)
-    ref_t = ref_t.reshape(b, r_n, n_t, c, k2).permute(0, 2, 1, 3, 4)           # B,nT,R,C,k2
-    val_t = _tiles(values.reshape(b * r_n, v, h, w), tile, radius, hp, wp)
-    val_t = val_t.reshape(b, r_n, n_t, v, k2).permute(0, 2, 1, 4, 3)           # B,nT,R,k2,V
-    window = _window_mask(tile, radius, query.device)[:, None, :]               # t2,1,k2
-
-    def attend(s: slice) -> torch.Tensor:
-        q, rf, vl, ins = q_t[:, s], ref_t[:, s], val_t[:, s], inside_t[:, s]
-        nt = q.shape[1]
-        logits = torch.einsum("bncq,bnrck->bnqrk", q, rf)                       # B,nt,t2,R,k2
-        if metric == "negsqdist":   # -|q-r|^2 = 2<q,r> - |r|^2 - |q|^2 (|q|^2: softmax-invariant)
-            logits = 2 * logits - (rf * rf).sum(3)[:, :, None]
-        allowed = window & ins[:, :, None]                                      # B,nt,t2,R,k2
-        logits = (logits / temperature).masked_fill(~allowed, _NEG)
-        logits = logits.reshape(b, nt, tile * tile, r_n * k2)
-        if topk is not None and topk < r_n * k2:
-            kth = logits.topk(topk, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, _NEG)
-        weights = torch.softmax(logits, dim=-1)
-        weights = weights * allowed.reshape(b, nt, tile * tile, r_n * k2).to(weights.dtype)
-        return torch.matmul(weights, vl.reshape(b, nt, r_n * k2, v))           # B,nt,t2,V
-
-    step = n_t if not chunk_tiles else max(1, chunk_tiles)
-    out = torch.cat([attend(slice(i, i + step)) for i in range(0, n_t, step)], dim=1)
-    nh, nw = hp // tile, wp // tile
-    out = out.reshape(b, nh, nw, tile, tile, v).permute(0, 5, 1, 3, 2, 4).reshape(b, v, hp, wp)
-    return out[:, :, :h, :w]
+    r_n = refs.shape[1]
+    prepared = [prepare_reference(refs[:, r], radius, metric, tile,
+                                  None if ref_valid is None else ref_valid[:, r])
+                for r in range(r_n)]
+    return attend(query, prepared, values, temperature=temperature, topk=topk,
+                  chunk_tiles=chunk_tiles)
 
 
 def full_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.Tensor,
