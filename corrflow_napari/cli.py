@@ -103,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _settings_args(p)
 
+    p = sub.add_parser("eval-badja", help="keypoint PCK on BADJA animal joints (DAVIS videos)")
+    p.add_argument("root", help="DAVIS folder(s) with JPEGImages/480p and Annotations/480p; "
+                                f"several joined by ',' or '{os.pathsep}' (each sequence is "
+                                "taken from the first that has it)")
+    p.add_argument("badja", help="folder of BADJA <sequence>.json annotations")
+    p.add_argument("--sequences", default="all", help="'all' or a comma list")
+    p.add_argument("--out", default=None, help="folder for results.json + <seq>_tracks.csv")
+    p.add_argument("--static", action="store_true",
+                   help="score only the static floor (points never moved; no model)")
+    p.add_argument("--mask", action="store_true",
+                   help="give the tracker the object mask of the first annotated frame")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="track only this many frames per sequence (quick runs)")
+    _common(p)
+    _settings_args(p)
+
     from . import training
     p = sub.add_parser("train", help="self-supervised training on unlabelled video")
     training.add_train_arguments(p)
@@ -235,6 +251,19 @@ def cmd_eval_davis(args) -> int:
     return 0
 
 
+def cmd_eval_badja(args) -> int:
+    from .badja import run_eval_badja
+    settings = _settings(args)
+    model = None if args.static else _model(args)
+    method = "static" if args.static else args.features
+    _, table = run_eval_badja(args.root, args.badja, args.sequences, model=model, method=method,
+                              static_only=args.static, settings=settings,
+                              use_mask=args.mask, max_frames=args.max_frames, out_dir=args.out,
+                              log=lambda s: print(s, file=sys.stderr))
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -245,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_track(args)
         if args.command == "eval-davis":
             return cmd_eval_davis(args)
+        if args.command == "eval-badja":
+            return cmd_eval_badja(args)
         from . import training
         if args.command == "train":
             return training.train_cli(args) or 0

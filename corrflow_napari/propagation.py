@@ -9,8 +9,10 @@ Each frame is encoded exactly once; results are upsampled to the full frame size
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
+import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
@@ -33,7 +35,9 @@ class PropagationSettings:
     radius: int = 6             # M: window is (2M+1)^2 at feature resolution
     topk: int | None = 10       # keep the k best matches per position (None: all in window)
     n_recent: int = 3           # previous propagated frames kept as references
-    max_keyframes: int = 3      # nearest keyframes (in time) used as references
+    max_keyframes: int = 1      # keyframes used as references: the segment's own keyframe
+    #   first, then the nearest others in time. 1 by default: a later correction must win over
+    #   an earlier keyframe that disagrees with it (see test_keyframe_correction_is_honoured).
     scale: float = 1.0          # resize frames by this factor before encoding (faster, coarser)
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
@@ -70,6 +74,7 @@ class _Encoder:
     def __init__(self, model: FeatureExtractor, frames, scale: float):
         self.model, self.frames, self.scale = model, frames, scale
         self.count = 0
+        self._cpu_model: FeatureExtractor | None = None
 
     def __call__(self, t: int) -> torch.Tensor:
         frame = np.asarray(self.frames[t])
@@ -80,7 +85,47 @@ class _Encoder:
             x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
                               align_corners=False, antialias=True)
             x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return self.model.encode(x)[0]
+        if self._cpu_model is None:
+            try:
+                return self.model.encode(x)[0]
+            except torch.OutOfMemoryError:
+                if self.model.device.type == "cpu":
+                    raise
+                _free_accelerator_memory(self.model.device)
+                warnings.warn(f"{self.model.device.type.upper()} out of memory while encoding "
+                              f"frame {t}; encoding on the CPU from here on (slower). Use "
+                              "--scale 0.5 or a smaller video to stay on the GPU.",
+                              RuntimeWarning, stacklevel=2)
+                self._cpu_model = copy.deepcopy(self.model).to("cpu")
+        return self._cpu_model.encode(x)[0].to(self.model.device)
+
+
+def _free_accelerator_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, state: dict):
+    """:func:`attend` that, when the device runs out of memory, halves the number of
+    tiles processed at once (down to 1) and retries, warning once; ``state['chunk']``
+    keeps the reduced size for the rest of the video."""
+    while True:
+        chunk = state.get("chunk", chunk_tiles)
+        try:
+            return attend(query, refs, values, temperature=temperature, topk=topk,
+                          chunk_tiles=chunk)
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            _free_accelerator_memory(query.device)
+            state["chunk"] = max(1, (chunk or 128) // 2)
+            if not state.get("warned"):
+                warnings.warn(f"{query.device.type.upper()} out of memory in the attention; "
+                              f"retrying with {state['chunk']} tiles at a time (slower).",
+                              RuntimeWarning, stacklevel=3)
+                state["warned"] = True
 
 
 def _downsample_probs(onehot: torch.Tensor, feat_hw: tuple[int, int]) -> torch.Tensor:
@@ -164,6 +209,7 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
     key_feats: dict[int, torch.Tensor] = {}
     key_tiled: dict[int, ReferenceTiles] = {}
     done = 0
+    oom: dict = {}                        # attention chunk size after an out-of-memory
     if progress:
         progress(0, total)
 
@@ -191,9 +237,9 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
                         key_tiled[k] = tiled(key_feats[k])
                 ref_tiles = [key_tiled[k] for k in refs] + [f for f, _ in recent]
                 ref_vals = [seeds[k].to(feat.device) for k in refs] + [v for _, v in recent]
-                vals = attend(feat[None], ref_tiles, torch.stack(ref_vals)[None],
-                              temperature=model.temperature, topk=settings.topk,
-                              chunk_tiles=settings.chunk_tiles)[0]
+                vals = _attend_oom_safe(feat[None], ref_tiles, torch.stack(ref_vals)[None],
+                                        temperature=model.temperature, topk=settings.topk,
+                                        chunk_tiles=settings.chunk_tiles, state=oom)[0]
                 if settings.n_recent:
                     recent.append((tiled(feat), vals))
                 if start <= t < stop:
@@ -311,18 +357,28 @@ def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.nd
 
 @dataclass(frozen=True)
 class TrackSettings:
-    """Keypoint read-out: Gaussian seed width, soft-argmax neighbourhood, visibility."""
+    """Keypoint tracking: Gaussian seed width, memory, read-out, visibility.
+
+    Defaults chosen by measurement on the BADJA dev sequences (``corrflow eval-badja``,
+    see README). ``None`` fields fall back to the :class:`PropagationSettings` value.
+    """
 
     sigma: float = 0.5            # heatmap std at feature resolution (cells)
     window: int = 2               # soft-argmax over (2w+1)^2 cells around the peak
     visible_threshold: float = 0.1  # peak / seed peak below this -> not visible
+    n_recent: int | None = None   # previous frames kept as references (None: settings')
+    topk: int | None = -1         # matches kept per position (-1: settings'; None: all)
+    mask_power: float = 1.0       # with an object mask: heat *= P(object)^power (0: off)
+    roi_eps: float = 1e-3         # heat below roi_eps x its channel peak is dropped; the
+                                  # attention then runs on the box around what is left
+    context: int = 2              # match (2c+1)^2-cell patches (5x5 cells = 20x20 px)
 
 
 def _gaussian_heatmaps(points_yx: np.ndarray, fhw: tuple[int, int], scale: float,
                        sigma: float) -> torch.Tensor:
     """(N, 2) pixel (y, x) -> (N, h, w) Gaussians centred at the points' feature coords."""
     h, w = fhw
-    c = (torch.from_numpy(points_yx).double() * scale - 1.5) / 4   # cell j centre = 4j + 1.5
+    c = (torch.as_tensor(np.asarray(points_yx)).double() * scale - 1.5) / 4   # cell j = 4j+1.5
     yy = torch.arange(h, dtype=torch.float64)[None, :, None]
     xx = torch.arange(w, dtype=torch.float64)[None, None, :]
     g = torch.exp(-((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2)
@@ -370,13 +426,126 @@ def _check_points(points, t_total: int, h: int, w: int) -> np.ndarray:
     return p
 
 
+def _check_object_masks(masks, t_total: int, h: int, w: int) -> dict[int, np.ndarray]:
+    if masks is None:
+        return {}
+    if not isinstance(masks, dict):
+        raise InputError("object masks must be given as {frame: (H, W) mask}.")
+    out = {}
+    for t, m in masks.items():
+        t = int(t)
+        if not 0 <= t < t_total:
+            raise InputError(f"object mask on frame {t}, which does not exist (the video has "
+                             f"frames 0..{t_total - 1}).")
+        m = np.asarray(m)
+        if m.shape != (h, w):
+            raise InputError(f"object mask for frame {t} has shape {m.shape}, but the video "
+                             f"frames are {h}x{w} (H x W); give a mask of the video's size.")
+        out[t] = m != 0
+    return out
+
+
+def _context_features(feat: torch.Tensor, c: int) -> torch.Tensor:
+    """(C, h, w) -> (C (2c+1)^2, h, w): each cell's features with its neighbours' (edge
+    cells repeated), scaled by 1/(2c+1) so that dot products and squared distances become
+    patch means."""
+    if c <= 0:
+        return feat
+    k = 2 * c + 1
+    padded = F.pad(feat[None], (c, c, c, c), mode="replicate")
+    h, w = feat.shape[-2:]
+    cols = F.unfold(padded, k).reshape(1, -1, h, w)[0]
+    return cols / k
+
+
+def _attend_roi(model: FeatureExtractor, feat: torch.Tensor, ref_feats: torch.Tensor,
+                ref_vals: torch.Tensor, settings: PropagationSettings, topk: int | None,
+                eps: float, temperature: float) -> torch.Tensor:
+    """Restricted attention of ``ref_vals`` (R, V, h, w) into ``feat`` (C, h, w), computed
+    only on the box where it can be non-zero.
+
+    Values below ``eps`` x their channel's maximum are zeroed first. A target position
+    further than M cells from every remaining value receives 0; the softmax of a position
+    within M cells only sees reference positions within 2M cells. So running the
+    attention on the support's bounding box grown by 2M and keeping the box grown by M is
+    exact (the crop's edge is only ever reached where the frame ends).
+    """
+    r = settings.radius
+    v_n, h, w = ref_vals.shape[1:]
+    peak = ref_vals.amax(dim=(0, 2, 3), keepdim=True)
+    vals = torch.where(ref_vals >= eps * peak, ref_vals, torch.zeros((), dtype=ref_vals.dtype,
+                                                                      device=ref_vals.device))
+    out = torch.zeros(v_n, h, w, dtype=vals.dtype, device=vals.device)
+    support = (vals > 0).flatten(0, 1).any(0)
+    if not bool(support.any()):
+        return out
+    rows = torch.nonzero(support.any(1))[:, 0]
+    cols = torch.nonzero(support.any(0))[:, 0]
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    cy0, cy1, cx0, cx1 = max(0, y0 - 2 * r), min(h, y1 + 2 * r), max(0, x0 - 2 * r), min(w, x1 + 2 * r)
+    oy0, oy1, ox0, ox1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+    res = restricted_attention(
+        feat[None, :, cy0:cy1, cx0:cx1], ref_feats[None, :, :, cy0:cy1, cx0:cx1],
+        vals[None, :, :, cy0:cy1, cx0:cx1], radius=r, temperature=temperature,
+        topk=topk, metric=model.metric, chunk_tiles=settings.chunk_tiles)[0]
+    out[:, oy0:oy1, ox0:ox1] = res[:, oy0 - cy0:oy1 - cy0, ox0 - cx0:ox1 - cx0]
+    return out
+
+
+def _track_group(model: FeatureExtractor, encode: _Encoder, t_total: int, t0: int,
+                 seed: torch.Tensor, fg_seed: torch.Tensor | None,
+                 settings: PropagationSettings, ts: TrackSettings,
+                 write: Callable[[int, torch.Tensor], None],
+                 progress: Callable[[int], None], cancel: threading.Event | None) -> bool:
+    """Propagate one group's heatmaps (N, h, w) from frame ``t0``, forward to the end and
+    backward to frame 0; ``write(t, heat)`` gets each frame's (gated) heatmaps. The
+    optional object channel ``fg_seed`` (1, h, w) travels with the heatmaps and gates
+    them. References: frame ``t0`` and the last ``n_recent`` frames of the same pass.
+    Returns False when cancelled."""
+    n_recent = settings.n_recent if ts.n_recent is None else ts.n_recent
+    topk = settings.topk if ts.topk == -1 else ts.topk
+    n = seed.shape[0]
+    key_vals = seed if fg_seed is None else torch.cat([seed, fg_seed])
+
+    def features(t: int) -> torch.Tensor:
+        return _context_features(encode(t), ts.context)
+
+    key_feat = features(t0)
+    done = 0
+    for _source, targets in _schedule([t0], t_total, 0, t_total, "both"):
+        recent: deque = deque(maxlen=max(0, n_recent))
+        for t in targets:
+            if cancel is not None and cancel.is_set():
+                return False
+            feat = features(t)
+            refs = [(key_feat, key_vals)] + list(recent)
+            ref_feats = torch.stack([f for f, _ in refs])
+            ref_vals = torch.stack([v for _, v in refs])
+            vals = _attend_roi(model, feat, ref_feats, ref_vals, settings, topk, ts.roi_eps,
+                               model.temperature)
+            heat = vals[:n]
+            if fg_seed is not None and ts.mask_power > 0:     # keep the heat on the object
+                heat = heat * vals[n:].clamp(0, 1) ** ts.mask_power
+            vals = torch.cat([heat, vals[n:]])
+            write(t, heat)
+            if n_recent:
+                recent.append((feat, vals))
+            done += 1
+            progress(done)
+    return True
+
+
 def track_points(model: FeatureExtractor, frames, points,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
                  settings: PropagationSettings | None = None,
-                 track_settings: TrackSettings | None = None) -> Tracks:
+                 track_settings: TrackSettings | None = None,
+                 object_masks: dict[int, np.ndarray] | None = None) -> Tracks:
     """Track points through the video.
 
-    points: (N, 3) rows of (t, y, x) in pixels; points may sit on different frames.
+    points: (N, 3) rows of (t, y, x) in pixels; points may sit on different frames. Each
+    frame's points are tracked forward to the end and backward to frame 0.
+    object_masks: optional {t: (H, W) mask, non-zero = the object the points lie on}; a
+    mask on a points' frame is propagated with them and keeps them on the object.
     Returns Tracks(positions (T, N, 2) float (y, x) pixels, visible (T, N) bool). Each
     point's own frame returns its given position. Frames not reached (cancel) are NaN.
     """
@@ -384,35 +553,45 @@ def track_points(model: FeatureExtractor, frames, points,
     ts = track_settings or TrackSettings()
     t_total, h, w = _check_frames(frames)
     p = _check_points(points, t_total, h, w)
+    masks = _check_object_masks(object_masks, t_total, h, w)
     n = len(p)
     pos = np.full((t_total, n, 2), np.nan)
     vis = np.zeros((t_total, n), dtype=bool)
+    hs, ws = _scaled_size(h, w, settings.scale)
     fhw = _feature_hw(h, w, settings.scale)
     groups = {int(t): np.flatnonzero(p[:, 0] == t) for t in np.unique(p[:, 0])}
     per_group = t_total - 1
     total = per_group * len(groups)
-    for gi, (t0, idx) in enumerate(sorted(groups.items())):
-        seed = _gaussian_heatmaps(p[idx, 1:], fhw, settings.scale, ts.sigma).to(model.device)
-        seed_peak = seed.reshape(len(idx), -1).max(1).values
-        pos[t0, idx] = p[idx, 1:]
-        vis[t0, idx] = True
+    device = model.device
+    encode = _Encoder(model, frames, settings.scale)
+    if progress:
+        progress(0, total)
+    with torch.inference_mode():
+        for gi, (t0, idx) in enumerate(sorted(groups.items())):
+            seed = _gaussian_heatmaps(p[idx, 1:], fhw, settings.scale, ts.sigma).to(device)
+            seed_peak = seed.reshape(len(idx), -1).max(1).values
+            fg_seed = None
+            if t0 in masks:
+                m = torch.from_numpy(_resize_nearest(masks[t0].astype(np.int64), (hs, ws)))
+                fg_seed = _downsample_probs(m[None], fhw).to(device)
+            pos[t0, idx] = p[idx, 1:]
+            vis[t0, idx] = True
 
-        def write(t: int, heat: torch.Tensor, idx=idx, seed_peak=seed_peak) -> None:
-            cyx, peak = _read_peaks(heat, ts.window)
-            pix = (cyx.double() * 4 + 1.5) / settings.scale
-            pix[:, 0].clamp_(0, h - 1)
-            pix[:, 1].clamp_(0, w - 1)
-            pos[t, idx] = pix.cpu().numpy()
-            vis[t, idx] = (peak / seed_peak >= ts.visible_threshold).cpu().numpy()
+            def write(t: int, heat: torch.Tensor, idx=idx, seed_peak=seed_peak) -> None:
+                cyx, peak = _read_peaks(heat, ts.window)
+                pix = (cyx.double() * 4 + 1.5) / settings.scale
+                pix[:, 0].clamp_(0, h - 1)
+                pix[:, 1].clamp_(0, w - 1)
+                pos[t, idx] = pix.cpu().numpy()
+                vis[t, idx] = (peak / seed_peak >= ts.visible_threshold).cpu().numpy()
 
-        def prog(done: int, _tot: int, base=gi * per_group) -> None:
-            if progress:
-                progress(base + done, total)
+            def prog(done: int, base=gi * per_group) -> None:
+                if progress:
+                    progress(base + done, total)
 
-        propagate_values(model, frames, {t0: seed}, write, settings=settings,
-                         progress=prog, cancel=cancel)
-        if cancel is not None and cancel.is_set():
-            break
+            if not _track_group(model, encode, t_total, t0, seed, fg_seed, settings, ts,
+                                write, prog, cancel):
+                break
     return Tracks(pos, vis)
 
 

@@ -174,3 +174,35 @@ def test_propagate_values_seed_passthrough(lab):
     n = propagate_values(lab, frames, {2: seed}, lambda t, v: got.setdefault(t, v))
     assert sorted(got) == [0, 1, 3, 4] and n == 5
     assert got[3].shape == (2, 16, 20)
+
+
+def test_out_of_memory_in_attention_retries_with_smaller_chunks(lab, monkeypatch):
+    # An accelerator running out of memory mid-video must not crash the run: the attention
+    # is retried with fewer tiles at a time (same result), with one warning.
+    import torch
+
+    from corrflow_napari import propagation
+    frames, gt = moving_squares()
+    settings = PropagationSettings(chunk_tiles=16)
+    expected = propagate_labels(lab, frames, {0: gt[0]}, settings=settings)
+    real_attend, chunks = propagation.attend, []
+
+    def attend_with_little_memory(*args, chunk_tiles=None, **kw):
+        chunks.append(chunk_tiles)
+        if chunk_tiles > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_attend(*args, chunk_tiles=chunk_tiles, **kw)
+
+    monkeypatch.setattr(propagation, "attend", attend_with_little_memory)
+    with pytest.warns(RuntimeWarning, match="out of memory.*retrying with 8 tiles") as record:
+        out = propagate_labels(lab, frames, {0: gt[0]}, settings=settings)
+    assert len(record) == 1
+    np.testing.assert_array_equal(out, expected)
+    assert chunks[:3] == [16, 8, 4] and set(chunks[3:]) == {4}   # the smaller size is kept
+
+    def never_enough(*args, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(propagation, "attend", never_enough)
+    with pytest.warns(RuntimeWarning), pytest.raises(torch.OutOfMemoryError):
+        propagate_labels(lab, frames, {0: gt[0]}, settings=settings)

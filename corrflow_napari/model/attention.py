@@ -257,6 +257,8 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
                 invalid = geo.invalid.index_select(0, tid).unsqueeze(2)         # nc,t2,1,W2
                 if grad:
                     g = g.reshape(nc, t2, r_n, w2).masked_fill(invalid, _NEG).reshape(rows, -1)
+                elif dev.type != "cpu":       # one kernel rather than one per border tile
+                    g.reshape(nc, t2, r_n, w2).masked_fill_(invalid, _NEG)
                 else:                         # only the border tiles need it
                     g4 = g.reshape(nc, t2, r_n, w2)
                     for lt in local:

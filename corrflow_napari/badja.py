@@ -1,0 +1,416 @@
+"""BADJA keypoint evaluation: real animal joints on DAVIS videos.
+
+BADJA (Biggs et al., "Creatures Great and SMAL", ACCV 2018) gives, for some DAVIS
+sequences, one JSON per sequence: a list of annotated frames (about every 5th), each
+with ``image_path`` (the frame number is the file name), ``joints`` (37 rows of
+``[row, col]`` on the 1920x1080 original frames) and ``visibility``.
+
+Protocol (as BADJA scores): the joints visible on the first annotated frame are tracked
+with :func:`~corrflow_napari.propagation.track_points` from that frame to the end of the
+video (earlier frames are not used). On every later annotated frame, a joint visible
+there (and on the first frame) is correct when its error <= alpha x sqrt(area of the
+object's ground-truth mask on that frame), alpha = 0.1 and 0.2; PCK pools all scored
+joints of the sequence. Distances are measured in the annotation's 1920x1080 pixels,
+the mask area (480p DAVIS annotation, non-zero = object) converted to those pixels.
+The "static" floor leaves every point where it was given.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+ALPHAS = (0.1, 0.2)
+NATIVE_HW = (1080, 1920)   # BADJA joints are on the full-resolution DAVIS frames
+
+
+class BadjaSequence(NamedTuple):
+    """One sequence's annotations. ``frames`` (K,) video frame numbers (increasing);
+    ``joints`` (K, J, 2) (y, x) in BADJA's 1920x1080 pixels; ``visible`` (K, J) bool."""
+
+    name: str
+    frames: np.ndarray
+    joints: np.ndarray
+    visible: np.ndarray
+
+
+def load_badja(path: str | os.PathLike) -> BadjaSequence:
+    """Read one BADJA JSON (the sequence name is the file's stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"BADJA annotation {path} does not exist; give the folder holding "
+                         "<sequence>.json files.")
+    try:
+        entries = json.loads(path.read_text())
+        rows = []
+        for e in entries:
+            frame = int(Path(str(e["image_path"]).replace("\\", "/")).stem)
+            joints = np.asarray(e["joints"], dtype=np.float64).reshape(-1, 2)
+            vis = np.asarray(e["visibility"], dtype=bool).reshape(-1)
+            if len(vis) != len(joints):
+                raise ValueError(f"{len(joints)} joints but {len(vis)} visibility flags")
+            rows.append((frame, joints, vis))
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not a BADJA annotation file ({exc}).") from None
+    if not rows:
+        raise InputError(f"{path} holds no annotated frame.")
+    rows.sort(key=lambda r: r[0])
+    if len({r[1].shape for r in rows}) != 1:
+        raise InputError(f"{path}: annotated frames have different numbers of joints.")
+    return BadjaSequence(path.stem, np.array([r[0] for r in rows]),
+                         np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]))
+
+
+def to_frame_pixels(joints: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """BADJA (y, x) on 1920x1080 -> (y, x) on frames of size ``hw`` (e.g. 480x854:
+    y * 480/1080, x * 854/1920)."""
+    return np.asarray(joints, float) * np.array([hw[0] / NATIVE_HW[0], hw[1] / NATIVE_HW[1]])
+
+
+def to_native_pixels(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`to_frame_pixels`."""
+    return np.asarray(points, float) * np.array([NATIVE_HW[0] / hw[0], NATIVE_HW[1] / hw[1]])
+
+
+def score_badja(pred: np.ndarray, seq: BadjaSequence, areas: np.ndarray,
+                hw: tuple[int, int], alphas: Sequence[float] = ALPHAS,
+                pred_visible: np.ndarray | None = None) -> dict:
+    """PCK of predicted joints on the annotated frames.
+
+    pred: (K, J, 2) (y, x) on frames of size ``hw`` for every annotated frame of ``seq``
+    (row 0, the given frame, is not scored; untracked joints may be NaN).
+    areas: (K,) object-mask areas in pixels of the ``hw`` frames.
+    pred_visible: optional (K, J) predicted visibility; adds "visibility_accuracy": the
+    fraction of (later frame, tracked joint) pairs where it agrees with the annotation.
+    Returns {"pck@0.1": fraction, ..., "n_joints": joints scored, "n_frames": frames
+    scored, "per_frame": [{frame, n, pck@...}]}; PCK is NaN when nothing is scored.
+    """
+    from .metrics import pck
+
+    pred = np.asarray(pred, float)
+    k, j = seq.joints.shape[:2]
+    if pred.shape != (k, j, 2):
+        raise ValueError(f"pred must be {(k, j, 2)}, got {pred.shape}")
+    areas = np.asarray(areas, float)
+    if areas.shape != (k,):
+        raise ValueError(f"areas must be ({k},), got {areas.shape}")
+    visible = seq.visible & seq.visible[:1]           # tracked and visible where scored
+    visible[0] = False                                # the given frame is not scored
+    pred_native = to_native_pixels(np.nan_to_num(pred, nan=-1e9), hw)
+    thr = np.sqrt(areas * (NATIVE_HW[0] / hw[0]) * (NATIVE_HW[1] / hw[1]))
+    thr = np.where(areas > 0, thr, -1.0)[:, None]      # no object: no joint can be right
+    out: dict = {"n_joints": int(visible.sum()), "n_frames": int(visible[1:].any(1).sum())}
+    for a in alphas:
+        out[f"pck@{a:g}"] = pck(pred_native, seq.joints, visible, thr, a)
+    per_frame = []
+    for i in range(1, k):
+        if visible[i].any():
+            row = {"frame": int(seq.frames[i]), "n": int(visible[i].sum())}
+            for a in alphas:
+                row[f"pck@{a:g}"] = pck(pred_native[i], seq.joints[i], visible[i], thr[i], a)
+            per_frame.append(row)
+    out["per_frame"] = per_frame
+    if pred_visible is not None:
+        tracked = np.broadcast_to(seq.visible[:1], seq.visible.shape)[1:]
+        agree = (np.asarray(pred_visible, bool)[1:] == seq.visible[1:])[tracked]
+        out["visibility_accuracy"] = float(agree.mean()) if agree.size else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- data
+
+
+def find_sequence_root(roots: Sequence[str | os.PathLike], seq: str) -> Path:
+    """The first DAVIS root holding frames of ``seq``."""
+    for r in roots:
+        if (Path(r) / "JPEGImages" / "480p" / seq).is_dir():
+            return Path(r)
+    raise InputError(f"sequence {seq} has no frames in {', '.join(map(str, roots))} "
+                     "(looked for JPEGImages/480p/" + seq + "); add the DAVIS folder that "
+                     "holds it.")
+
+
+def split_roots(spec) -> list[Path]:
+    """DAVIS roots given as one path, a list, or a string joined by ',' or os.pathsep."""
+    if isinstance(spec, (str, os.PathLike)):
+        parts = [p for chunk in str(spec).split(os.pathsep) for p in chunk.split(",")]
+    else:
+        parts = [str(p) for p in spec]
+    roots = [Path(p.strip()) for p in parts if p.strip()]
+    if not roots:
+        raise InputError("no DAVIS folder given.")
+    for r in roots:
+        if not (r / "JPEGImages" / "480p").is_dir():
+            raise InputError(f"{r} is not a DAVIS folder (no JPEGImages/480p inside); give the "
+                             "folder that contains JPEGImages and Annotations.")
+    return roots
+
+
+def available_sequences(badja_dir: str | os.PathLike) -> list[str]:
+    d = Path(badja_dir)
+    if not d.is_dir():
+        raise InputError(f"BADJA folder {d} does not exist.")
+    names = sorted(p.stem for p in d.glob("*.json"))
+    if not names:
+        raise InputError(f"no BADJA <sequence>.json files in {d}.")
+    return names
+
+
+def resolve_badja_sequences(badja_dir, spec: str) -> list[str]:
+    """``"all"`` or a comma list -> sequence names that have a BADJA JSON."""
+    have = available_sequences(badja_dir)
+    if spec.strip().lower() == "all":
+        return have
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    missing = [s for s in names if s not in have]
+    if missing or not names:
+        raise InputError(f"no BADJA annotation for {', '.join(missing) or 'any sequence'} in "
+                         f"{badja_dir}; available: {', '.join(have)}.")
+    return names
+
+
+class _FrameRange:
+    """Frames ``start .. stop-1`` of a lazy video, as a lazy (T, H, W, 3) array."""
+
+    def __init__(self, video, start: int, stop: int):
+        self.video, self.start, self.stop = video, start, stop
+        self.shape = (stop - start,) + tuple(video.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        if not 0 <= t < len(self):
+            raise IndexError(t)
+        return np.asarray(self.video[self.start + t])
+
+
+def _object_area(root: Path, seq: str, frame: int) -> tuple[int, tuple[int, int]]:
+    from .video import read_mask
+    path = root / "Annotations" / "480p" / seq / f"{frame:05d}.png"
+    if not path.is_file():
+        raise InputError(f"ground-truth mask {path} is missing; BADJA scoring needs the "
+                         "DAVIS annotation of every annotated frame.")
+    mask, _ = read_mask(path)
+    return int(np.count_nonzero(mask)), mask.shape
+
+
+def _first_mask(root: Path, seq: str, frame: int) -> np.ndarray:
+    from .video import read_mask
+    return read_mask(root / "Annotations" / "480p" / seq / f"{frame:05d}.png")[0] != 0
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
+                            track_settings=None, static: bool = False,
+                            use_mask: bool = False, max_frames: int | None = None,
+                            progress: Callable[[int, int], None] | None = None) -> dict:
+    """Track one sequence's first-frame joints and score them (see the module doc).
+
+    model: a feature extractor (ignored when ``static``).
+    davis_root: a DAVIS folder, or several (list / ','-joined): the first holding the
+    sequence is used.
+    use_mask: give the tracker the ground-truth object mask of the first annotated frame
+    (the "user painted the animal" case); later masks are only used for scoring.
+    max_frames: track only this many frames from the first annotated one (quick runs).
+    Returns the :func:`score_badja` dict plus "tracks" (dict of arrays: "frames" absolute
+    frame numbers, "positions" (T, N, 2), "visible" (T, N), "joint_ids" (N,)),
+    "start", "seconds", "s_per_frame".
+    """
+    from .propagation import track_points
+    from .video import open_video
+
+    seq = load_badja(badja_json)
+    root = find_sequence_root(split_roots(davis_root), seq.name)
+    video = open_video(root / "JPEGImages" / "480p" / seq.name)
+    t_video, h, w = len(video), int(video.shape[1]), int(video.shape[2])
+    start = int(seq.frames[0])
+    stop = t_video if max_frames is None else min(t_video, start + max(1, int(max_frames)))
+    if start >= t_video:
+        raise InputError(f"{seq.name}: first annotated frame {start} but the video has "
+                         f"{t_video} frames.")
+    keep = seq.frames < stop
+    seq = BadjaSequence(seq.name, seq.frames[keep], seq.joints[keep], seq.visible[keep])
+    ids = np.flatnonzero(seq.visible[0])
+    if len(ids) == 0:
+        raise InputError(f"{seq.name}: no joint is visible on the first annotated frame.")
+    first = to_frame_pixels(seq.joints[0, ids], (h, w))
+    first[:, 0] = first[:, 0].clip(0, h - 1)
+    first[:, 1] = first[:, 1].clip(0, w - 1)
+    frames = _FrameRange(video, start, stop)
+    t0 = time.perf_counter()
+    if static:
+        positions = np.repeat(first[None], len(frames), axis=0)
+        visible = np.ones(positions.shape[:2], bool)
+    else:
+        pts = np.concatenate([np.zeros((len(ids), 1)), first], axis=1)
+        masks = {0: _first_mask(root, seq.name, start)} if use_mask else None
+        tracks = track_points(model, frames, pts, progress=progress, settings=settings,
+                              track_settings=track_settings, object_masks=masks)
+        positions, visible = tracks.positions, tracks.visible
+    seconds = time.perf_counter() - t0
+    areas = []
+    for f in seq.frames:
+        area, shape = _object_area(root, seq.name, int(f))
+        if shape != (h, w):
+            raise InputError(f"{seq.name}: mask of frame {f} is {shape}, frames are {(h, w)}.")
+        areas.append(area)
+    pred = np.full(seq.joints.shape, np.nan)
+    pred[:, ids] = positions[seq.frames - start]
+    pred_vis = np.zeros(seq.visible.shape, bool)
+    pred_vis[:, ids] = visible[seq.frames - start]
+    result = score_badja(pred, seq, np.array(areas), (h, w), pred_visible=pred_vis)
+    result.update(start=start, n_tracked=int(len(ids)), seconds=seconds,
+                  s_per_frame=seconds / max(1, len(frames) - 1), root=str(root),
+                  tracks={"frames": np.arange(start, stop), "positions": positions,
+                          "visible": visible, "joint_ids": ids})
+    return result
+
+
+def summarise_badja(results: dict[str, dict], alphas: Sequence[float] = ALPHAS) -> dict:
+    """Mean over sequences of each PCK (sequences weigh equally; NaN ones skipped)."""
+    out = {}
+    for a in alphas:
+        vals = [r[f"pck@{a:g}"] for r in results.values()
+                if not math.isnan(r.get(f"pck@{a:g}", float("nan")))]
+        out[f"pck@{a:g}"] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def format_badja_table(columns: dict[str, dict[str, dict]], alphas: Sequence[float] = ALPHAS
+                       ) -> str:
+    """Table of PCK (percent) per sequence and mean; one column pair per method.
+
+    columns: {method name: {sequence: result dict}}.
+    """
+    names = list(columns)
+    seqs: list[str] = []
+    for res in columns.values():
+        seqs += [s for s in res if s not in seqs]
+    head = f"{'sequence':<16}" + "".join(f"{n[:17]:>18}" for n in names)
+    sub = f"{'':<16}" + "".join(f"{'PCK@' + '/'.join(f'{a:g}' for a in alphas):>18}"
+                                for _ in names)
+    lines = [head, sub, "-" * len(head)]
+
+    def cell(r):
+        if r is None:
+            return f"{'-':>18}"
+        vals = [r.get(f"pck@{a:g}", float("nan")) for a in alphas]
+        return f"{' / '.join('  -' if math.isnan(v) else f'{100 * v:.1f}' for v in vals):>18}"
+
+    for s in seqs:
+        lines.append(f"{s:<16}" + "".join(cell(columns[n].get(s)) for n in names))
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':<16}" + "".join(cell(summarise_badja(columns[n])) for n in names))
+    return "\n".join(lines)
+
+
+def write_badja_tracks_csv(path, result: dict) -> None:
+    """``joint,t,y,x,visible`` rows (t = frame number in the video, joint = BADJA index)."""
+    import csv
+    tr = result["tracks"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["joint", "t", "y", "x", "visible"])
+        for k, t in enumerate(tr["frames"]):
+            for i, j in enumerate(tr["joint_ids"]):
+                y, x = tr["positions"][k, i]
+                wr.writerow([int(j), int(t), f"{y:.2f}", f"{x:.2f}", int(bool(tr["visible"][k, i]))])
+    os.replace(tmp, path)
+
+
+def evaluate_badja(davis_roots, badja_dir, sequences: Sequence[str], *, model=None,
+                   static: bool = False, settings=None, track_settings=None,
+                   use_mask: bool = False, max_frames: int | None = None, tracks_dir=None,
+                   log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Evaluate ``sequences`` (tracker, or the static floor); writes
+    ``tracks_dir/<seq>_tracks.csv`` when given. Returns {seq: result} (tracks dropped)."""
+    roots = split_roots(davis_roots)
+    results: dict[str, dict] = {}
+    for name in sequences:
+        res = evaluate_badja_sequence(model, roots, Path(badja_dir) / f"{name}.json",
+                                      settings=settings, track_settings=track_settings,
+                                      static=static, use_mask=use_mask, max_frames=max_frames)
+        if tracks_dir is not None:
+            write_badja_tracks_csv(Path(tracks_dir) / f"{name}_tracks.csv", res)
+        res.pop("tracks")
+        results[name] = res
+        log(f"{'static' if static else 'tracked'} {name}: PCK@0.1 {100 * res['pck@0.1']:.1f}  "
+            f"PCK@0.2 {100 * res['pck@0.2']:.1f}  ({res['n_joints']} joints on "
+            f"{res['n_frames']} frames" + ("" if static else f", {res['s_per_frame']:.2f} s/frame")
+            + ")")
+    return results
+
+
+def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None,
+                   method: str = "tracker", static_only: bool = False, settings=None,
+                   track_settings=None, use_mask: bool = False,
+                   max_frames: int | None = None, out_dir=None,
+                   log: Callable[[str], None] = print) -> tuple[dict, str]:
+    """What ``corrflow eval-badja`` does: the static floor and (unless ``static_only``)
+    the tracker ``model`` on ``sequences`` ("all" or a comma list). Writes
+    ``out_dir/results.json`` and ``out_dir/<seq>_tracks.csv`` (the tracker's, or the
+    static points' with ``static_only``). Returns ({method: {seq: result}}, table)."""
+    from .propagation import PropagationSettings, TrackSettings
+    settings = settings or PropagationSettings()
+    track_settings = track_settings or TrackSettings()
+    roots = split_roots(davis_roots)
+    names = resolve_badja_sequences(badja_dir, sequences)
+    if sequences.strip().lower() == "all":                 # those whose frames are here
+        found = [n for n in names if any((r / "JPEGImages" / "480p" / n).is_dir()
+                                         for r in roots)]
+        if not found:
+            raise InputError(f"none of the BADJA sequences ({', '.join(names)}) has frames in "
+                             f"{', '.join(map(str, roots))}; give the DAVIS folder(s) holding "
+                             "them.")
+        if len(found) < len(names):
+            log(f"skipping {', '.join(n for n in names if n not in found)}: no frames in the "
+                "given DAVIS folder(s)")
+        names = found
+    for name in names:                                     # fail before any long run
+        find_sequence_root(roots, name)
+    columns: dict[str, dict] = {}
+    common = dict(max_frames=max_frames, log=log)
+    columns["static"] = evaluate_badja(roots, badja_dir, names, static=True,
+                                       tracks_dir=out_dir if static_only else None, **common)
+    if not static_only:
+        if model is None:
+            raise InputError("no model given for tracking; pass one, or evaluate the static "
+                             "floor only.")
+        columns[method] = evaluate_badja(roots, badja_dir, names, model=model,
+                                         settings=settings, track_settings=track_settings,
+                                         use_mask=use_mask, tracks_dir=out_dir, **common)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        payload = {"sequences": names, "davis_roots": [str(r) for r in roots],
+                   "max_frames": max_frames, "use_mask": use_mask,
+                   "settings": asdict(settings), "track_settings": asdict(track_settings),
+                   "methods": {m: {"mean": summarise_badja(res), "sequences": res}
+                               for m, res in columns.items()}}
+        tmp = Path(out_dir) / ".results.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
+        os.replace(tmp, Path(out_dir) / "results.json")
+    return columns, format_badja_table(columns)
+
+
+def _jsonable(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
