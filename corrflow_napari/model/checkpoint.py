@@ -28,6 +28,9 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
