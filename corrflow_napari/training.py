@@ -704,6 +704,10 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
         raise InputError("only CorrFlow weights can be fine-tuned (not the Lab baseline).")
     log = log or _noop
     config = config or TrainConfig.finetune()
+    if getattr(model, "frame_bn", False) and config.frozen_bn:
+        # the model normalises each frame with its own statistics at inference: train with
+        # the batch's statistics too, not with the stored running ones
+        config = replace(config, frozen_bn=False)
     if iters is None and minutes is None:
         iters = config.iters
     if iters is not None:

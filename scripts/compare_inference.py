@@ -51,7 +51,7 @@ def main() -> None:
         for name, opts in variants:
             model = load_model("lab" if name == "lab" else args.ckpt, device="cpu")
             for k, v in opts.items():
-                setattr(model, k, bool(v) if k == "normalize" else v)
+                setattr(model, k, bool(v) if k in ("normalize", "frame_bn") else v)
             pred = propagate_labels(model, frames, {0: gt[0]})
             table[name][seq] = 100 * evaluate_sequence(gt[:n], pred)["JF"]
             print(f"{seq:16s} {name:10s} {table[name][seq]:5.1f}", flush=True)

@@ -2,7 +2,7 @@
 chosen inference settings, no optimiser state.
 
     python scripts/export_weights.py runs/default/ckpt.pt corrflow_napari/weights/corrflow_default.pt \
-        --normalize 1 --metric negsqdist --temperature 0.05 --lab-weight 3
+        --normalize 1 --metric negsqdist --temperature 0.05 --lab-weight 3 --frame-bn 1
 
 The inference settings are chosen on the dev set with scripts/compare_inference.py (see
 corrflow_napari/weights/README.md for the measurements).
@@ -23,6 +23,8 @@ def main() -> None:
     ap.add_argument("--metric", choices=["dot", "negsqdist"], default=None)
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--lab-weight", type=float, default=None)
+    ap.add_argument("--frame-bn", type=int, choices=[0, 1], default=None,
+                    help="1: BatchNorm uses each frame's own statistics at inference")
     args = ap.parse_args()
     model = load_model(args.ckpt, device="cpu")
     if args.normalize is not None:
@@ -33,6 +35,8 @@ def main() -> None:
         model.temperature = args.temperature
     if args.lab_weight is not None:
         model.lab_weight = args.lab_weight
+    if args.frame_bn is not None:
+        model.frame_bn = bool(args.frame_bn)
     src = read_checkpoint(args.ckpt)
     save_checkpoint(args.out, model, half=True, step=src.get("step"),
                     train_config=src.get("train_config"))

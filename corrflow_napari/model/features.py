@@ -3,6 +3,9 @@ no-learning Lab-colour baseline. Both map ``(B, H, W, 3) uint8`` frames to
 ``(B, C, ceil(H/4), ceil(W/4))`` float features and carry their matching settings."""
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -76,6 +79,24 @@ class LabFeatures(FeatureExtractor):
         return lab_features(x)
 
 
+_FRAME_BN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _batchnorm_uses_input_statistics(module: nn.Module):
+    """Within the block, BatchNorm layers of ``module`` normalise with the statistics of
+    their input and leave their running statistics untouched."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in bns]
+    try:
+        for m in bns:
+            m.training, m.track_running_stats = True, False
+        yield
+    finally:
+        for m, (training, track) in zip(bns, saved):
+            m.training, m.track_running_stats = training, track
+
+
 class CorrFlowModel(FeatureExtractor):
     """The learned encoder plus the colour quantiser's centroids (16, 2)."""
 
@@ -93,13 +114,21 @@ class CorrFlowModel(FeatureExtractor):
         self.temperature = float(inference.get("temperature", 1.0))
         self.normalize = bool(inference.get("normalize", False))
         self.lab_weight = float(inference.get("lab_weight", 0.0))
+        self.frame_bn = bool(inference.get("frame_bn", False))
 
     def inference_settings(self) -> dict:
         return {"metric": self.metric, "temperature": self.temperature,
-                "normalize": self.normalize, "lab_weight": self.lab_weight}
+                "normalize": self.normalize, "lab_weight": self.lab_weight,
+                "frame_bn": self.frame_bn}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
+        normalises each frame with that frame's own statistics instead of the running
+        statistics stored at training time (see the model card for the measurements)."""
+        if not self.frame_bn or self.training:
+            return self.encoder(x)
+        with _FRAME_BN_LOCK, _batchnorm_uses_input_statistics(self.encoder):
+            return torch.cat([self.encoder(x[i:i + 1]) for i in range(x.shape[0])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
