@@ -1207,11 +1207,13 @@ def write_indexed_png(path, labels, palette=None) -> None:
     try:
         im.save(tmp, format="PNG")
         os.replace(tmp, p)
-    except Exception as err:
+    except BaseException as err:          # Ctrl+C mid-write too: no half-written file left
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if not isinstance(err, Exception):
+            raise
         raise InputError(f"could not write mask {p} ({_short(err)}); check the disk space and "
                          "permissions") from err
 

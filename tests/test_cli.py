@@ -302,7 +302,10 @@ def test_ctrl_c_keeps_complete_pngs(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "corrflow_napari.cli", "propagate", str(video),
                              "--mask", str(mask), "--out", str(out), "--features", "lab"],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            # a test run started in the background (`cmd &`) ignores SIGINT,
+                            # and the child would inherit that: give it the default handler
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.png"))) < 5:
         time.sleep(0.1)
