@@ -371,7 +371,10 @@ class TrackSettings:
     mask_power: float = 1.0       # with an object mask: heat *= P(object)^power (0: off)
     roi_eps: float = 1e-3         # heat below roi_eps x its channel peak is dropped; the
                                   # attention then runs on the box around what is left
-    context: int = 2              # match (2c+1)^2-cell patches (5x5 cells = 20x20 px)
+    context: int | None = None    # match (2c+1)^2-cell patches of features. None: 2 (5x5
+    #   cells = 20x20 px) for the Lab baseline, whose single cells are ambiguous (BADJA:
+    #   PCK@0.2 34.9 -> 47.0); 0 for learned features, which already see context and
+    #   whose 25x wider patches cost > 9 s per 480p frame on a 2-core CPU
 
 
 def _gaussian_heatmaps(points_yx: np.ndarray, fhw: tuple[int, int], scale: float,
@@ -506,9 +509,10 @@ def _track_group(model: FeatureExtractor, encode: _Encoder, t_total: int, t0: in
     topk = settings.topk if ts.topk == -1 else ts.topk
     n = seed.shape[0]
     key_vals = seed if fg_seed is None else torch.cat([seed, fg_seed])
+    context = ts.context if ts.context is not None else (2 if model.name == "lab" else 0)
 
     def features(t: int) -> torch.Tensor:
-        return _context_features(encode(t), ts.context)
+        return _context_features(encode(t), context)
 
     key_feat = features(t0)
     done = 0
