@@ -317,19 +317,10 @@ def format_badja_table(columns: dict[str, dict[str, dict]], alphas: Sequence[flo
 
 def write_badja_tracks_csv(path, result: dict) -> None:
     """``joint,t,y,x,visible`` rows (t = frame number in the video, joint = BADJA index)."""
-    import csv
+    from .cli import write_tracks_csv
     tr = result["tracks"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["joint", "t", "y", "x", "visible"])
-        for k, t in enumerate(tr["frames"]):
-            for i, j in enumerate(tr["joint_ids"]):
-                y, x = tr["positions"][k, i]
-                wr.writerow([int(j), int(t), f"{y:.2f}", f"{x:.2f}", int(bool(tr["visible"][k, i]))])
-    os.replace(tmp, path)
+    write_tracks_csv(path, [int(j) for j in tr["joint_ids"]], tr["positions"], tr["visible"],
+                     frames=tr["frames"], id_column="joint")
 
 
 def evaluate_badja(davis_roots, badja_dir, sequences: Sequence[str], *, model=None,

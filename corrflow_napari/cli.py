@@ -220,18 +220,21 @@ def cmd_track(args) -> int:
     return 0
 
 
-def write_tracks_csv(path, ids, positions, visible) -> None:
-    """Write ``track_id,t,y,x,visible`` rows atomically."""
+def write_tracks_csv(path, ids, positions, visible, frames=None,
+                     id_column: str = "track_id") -> None:
+    """Write ``<id_column>,t,y,x,visible`` rows atomically. positions (T, N, 2) y, x;
+    visible (T, N); frames: the frame number of each of the T rows (default 0..T-1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    frames = range(positions.shape[0]) if frames is None else frames
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["track_id", "t", "y", "x", "visible"])
-        for t in range(positions.shape[0]):
+        w.writerow([id_column, "t", "y", "x", "visible"])
+        for k, t in enumerate(frames):
             for i, tid in enumerate(ids):
-                y, x = positions[t, i]
-                w.writerow([tid, t, f"{y:.2f}", f"{x:.2f}", int(bool(visible[t, i]))])
+                y, x = positions[k, i]
+                w.writerow([tid, int(t), f"{y:.2f}", f"{x:.2f}", int(bool(visible[k, i]))])
     os.replace(tmp, path)
 
 
