@@ -10,7 +10,6 @@ from scipy.ndimage import rotate, shift
 from corrflow_napari.badja import (BadjaSequence, evaluate_badja_sequence, load_badja,
                                    score_badja, to_frame_pixels)
 from corrflow_napari.errors import InputError
-from corrflow_napari.model import load_model
 from corrflow_napari.propagation import track_points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -19,19 +18,6 @@ BADJA = DATA / "badja-dev"
 needs_data = pytest.mark.skipif(
     not (BADJA / "cows.json").is_file() or not (DATA / "davis2016-dev").is_dir(),
     reason=f"real BADJA/DAVIS data not found under {DATA} (../shared/data next to the repo)")
-
-
-@pytest.fixture(scope="module")
-def lab():
-    return load_model("lab", device="cpu")
-
-
-def texture(h, w, seed=0):
-    """A smooth random colour texture (H, W, 3) float, features ~8 px wide."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
-    from skimage.transform import resize
-    return resize(small, (h, w), order=3).clip(0, 255)
 
 
 # --------------------------------------------------------------------------- PCK
@@ -125,7 +111,7 @@ def _points(n=10, seed=0, t=0):
     return np.c_[np.full(n, t), rng.uniform(16, H - 16, n), rng.uniform(16, W - 16, n)]
 
 
-def _translated(dy=1.5, dx=-2.25):
+def _translated(texture, dy=1.5, dx=-2.25):
     base = texture(H + 2 * PAD, W + 2 * PAD, seed=3)
     frames = np.stack([shift(base, (dy * i, dx * i, 0), order=3, mode="reflect")
                        [PAD:PAD + H, PAD:PAD + W] for i in range(T)])
@@ -133,8 +119,8 @@ def _translated(dy=1.5, dx=-2.25):
     return frames.round().clip(0, 255).astype(np.uint8), motion
 
 
-def test_translation_tracked_subpixel(lab):
-    frames, motion = _translated()
+def test_translation_tracked_subpixel(lab, texture):
+    frames, motion = _translated(texture)
     pts = _points()
     tracks = track_points(lab, frames, pts)
     assert tracks.positions.shape == (T, len(pts), 2) and tracks.visible.shape == (T, len(pts))
@@ -144,7 +130,7 @@ def test_translation_tracked_subpixel(lab):
     assert tracks.visible.all()
 
 
-def test_rotation_tracked_subpixel(lab):
+def test_rotation_tracked_subpixel(lab, texture):
     deg = 1.5                                            # per frame, about the centre
     base = texture(H + 2 * PAD, W + 2 * PAD, seed=4)
     frames = np.stack([rotate(base, deg * i, reshape=False, order=3, mode="reflect")
@@ -160,8 +146,8 @@ def test_rotation_tracked_subpixel(lab):
     assert err.mean() < 1.0, err.mean(1)
 
 
-def test_points_on_a_middle_frame_go_forward_and_backward(lab):
-    frames, motion = _translated()
+def test_points_on_a_middle_frame_go_forward_and_backward(lab, texture):
+    frames, motion = _translated(texture)
     t0 = 4
     pts = _points(seed=2, t=t0)
     tracks = track_points(lab, frames, pts)
@@ -173,8 +159,8 @@ def test_points_on_a_middle_frame_go_forward_and_backward(lab):
     assert err[t0 + 1:].mean() < 1.0, err.mean(1)         # forward
 
 
-def test_points_on_frames_0_and_3_at_once(lab):
-    frames, motion = _translated()
+def test_points_on_frames_0_and_3_at_once(lab, texture):
+    frames, motion = _translated(texture)
     a, b = _points(n=4, seed=5, t=0), _points(n=3, seed=6, t=3)
     pts = np.concatenate([a, b])
     tracks = track_points(lab, frames, pts)
@@ -186,9 +172,9 @@ def test_points_on_frames_0_and_3_at_once(lab):
     assert err[:, :4].mean() < 1.0 and err[:, 4:].mean() < 1.0, err.mean(0)
 
 
-def test_object_mask_keeps_points_on_the_object(lab):
+def test_object_mask_keeps_points_on_the_object(lab, texture):
     # a textured square moves right over a static texture; the mask says which is which
-    frames, motion = _translated(dy=0.0, dx=2.0)
+    frames, motion = _translated(texture, dy=0.0, dx=2.0)
     still = texture(H, W, seed=9).round().astype(np.uint8)
     mask = np.zeros((H, W), bool)
     mask[30:70, 40:90] = True

@@ -5,22 +5,8 @@ import numpy as np
 import pytest
 
 from corrflow_napari.errors import InputError
-from corrflow_napari.model import load_model
 from corrflow_napari.propagation import (PropagationSettings, propagate_labels,
                                          propagate_values)
-
-
-@pytest.fixture(scope="module")
-def lab():
-    return load_model("lab", device="cpu")
-
-
-def texture(h, w, seed=0):
-    """A smooth random colour texture (H, W, 3) uint8."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
-    from skimage.transform import resize
-    return (resize(small, (h + 16, w + 16), order=3) .clip(0, 255)).astype(np.uint8)
 
 
 def moving_squares(t=12, h=64, w=80, step=2):
@@ -137,8 +123,8 @@ def test_range_and_direction(lab):
     assert seen == [4, 3, 2, 1, 0]
 
 
-def test_odd_sizes_tiny_objects_and_single_frame(lab):
-    frames = np.repeat(texture(37, 53)[None, :37, :53], 3, axis=0)
+def test_odd_sizes_tiny_objects_and_single_frame(lab, texture):
+    frames = np.repeat(texture(37, 53).astype(np.uint8)[None], 3, axis=0)
     mask = np.zeros((37, 53), np.uint8)
     mask[20, 30] = 1                           # a 1x1 object
     out = propagate_labels(lab, frames, {0: mask})
