@@ -64,6 +64,20 @@ def _settings(args):
                          scale=args.scale)
 
 
+def _track_settings(args):
+    """TrackSettings with the command line's --topk / --n-recent / --motion, if given."""
+    from .propagation import TrackSettings
+    changes = {"topk": args.topk, "n_recent": args.n_recent,
+               "motion": getattr(args, "motion", None)}
+    return TrackSettings(**{k: v for k, v in changes.items() if v is not None})
+
+
+def _track_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--motion", choices=["velocity", "position", "none"], default=None,
+                   help="where references are moved before matching: velocity (default; "
+                        "constant-velocity prediction), position (last position) or none")
+
+
 def _model(args):
     from .model import load_model
     return load_model("lab" if args.features == "lab" else args.weights, device=args.device)
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output CSV track_id,t,y,x,visible")
     _common(p)
     _settings_args(p)
+    _track_args(p)
 
     p = sub.add_parser("eval-davis", help="evaluate on a DAVIS-layout folder (J, F, J&F)")
     p.add_argument("root", help="folder holding JPEGImages/480p and Annotations/480p")
@@ -118,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="track only this many frames per sequence (quick runs)")
     _common(p)
     _settings_args(p)
+    _track_args(p)
 
     from . import training
     p = sub.add_parser("train", help="self-supervised training on unlabelled video")
@@ -214,7 +230,8 @@ def cmd_track(args) -> int:
     ids, pts = _read_points_csv(args.points)
     settings = _settings(args)
     model = _model(args)
-    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings)
+    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings,
+                          track_settings=_track_settings(args))
     write_tracks_csv(args.out, ids, tracks.positions, tracks.visible)
     print(f"wrote {len(ids)} tracks x {len(video)} frames to {args.out}")
     return 0
@@ -261,7 +278,7 @@ def cmd_eval_badja(args) -> int:
     method = "static" if args.static else args.features
     _, table = run_eval_badja(args.root, args.badja, args.sequences, model=model, method=method,
                               static_only=args.static, settings=settings,
-                              use_mask=args.mask, max_frames=args.max_frames, out_dir=args.out,
+                              track_settings=_track_settings(args), use_mask=args.mask, max_frames=args.max_frames, out_dir=args.out,
                               log=lambda s: print(s, file=sys.stderr))
     print(table)
     return 0

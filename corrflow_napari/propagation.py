@@ -217,8 +217,12 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
         others = sorted((k for k in keys if k != source), key=lambda k: abs(k - t))
         return [source] + others[:max(0, settings.max_keyframes - 1)]
 
-    def tiled(feat: torch.Tensor) -> ReferenceTiles:
-        return prepare_reference(feat[None], radius=settings.radius, metric=model.metric)
+    groups = model.affinity_groups()
+
+    def tiled(feat: torch.Tensor) -> list[ReferenceTiles]:
+        """One tiled reference per affinity group."""
+        return [prepare_reference(feat[None, g.start:g.stop], radius=settings.radius,
+                                  metric=g.metric) for g in groups]
 
     with torch.inference_mode():
         for source, targets in segments:
@@ -236,10 +240,13 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
                     if k not in key_tiled:
                         key_tiled[k] = tiled(key_feats[k])
                 ref_tiles = [key_tiled[k] for k in refs] + [f for f, _ in recent]
-                ref_vals = [seeds[k].to(feat.device) for k in refs] + [v for _, v in recent]
-                vals = _attend_oom_safe(feat[None], ref_tiles, torch.stack(ref_vals)[None],
-                                        temperature=model.temperature, topk=settings.topk,
-                                        chunk_tiles=settings.chunk_tiles, state=oom)[0]
+                ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
+                                       + [v for _, v in recent])[None]
+                vals = sum(g.weight * _attend_oom_safe(
+                    feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
+                    temperature=g.temperature, topk=settings.topk,
+                    chunk_tiles=settings.chunk_tiles, state=oom)[0]
+                    for i, g in enumerate(groups))
                 if settings.n_recent:
                     recent.append((tiled(feat), vals))
                 if start <= t < stop:
@@ -371,6 +378,9 @@ class TrackSettings:
     mask_power: float = 1.0       # with an object mask: heat *= P(object)^power (0: off)
     roi_eps: float = 1e-3         # heat below roi_eps x its channel peak is dropped; the
                                   # attention then runs on the box around what is left
+    motion: str = "velocity"      # shift each reference to where the points are expected:
+    #   "velocity" (constant-velocity prediction of the points' mean), "position" (their
+    #   last mean position) or "none" (references stay where they were)
     context: int | None = None    # match (2c+1)^2-cell patches of features. None: 2 (5x5
     #   cells = 20x20 px) for the Lab baseline, whose single cells are ambiguous (BADJA:
     #   PCK@0.2 34.9 -> 47.0); 0 for learned features, which already see context and
@@ -461,11 +471,25 @@ def _context_features(feat: torch.Tensor, c: int) -> torch.Tensor:
     return cols / k
 
 
+def _shift_cells(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(..., h, w) moved by (dy, dx) cells: out[y + dy, x + dx] = x[y, x]; zeros enter."""
+    if dy == 0 and dx == 0:
+        return x
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
 def _attend_roi(model: FeatureExtractor, feat: torch.Tensor, ref_feats: torch.Tensor,
                 ref_vals: torch.Tensor, settings: PropagationSettings, topk: int | None,
-                eps: float, temperature: float) -> torch.Tensor:
+                eps: float, context_cells: int = 1) -> torch.Tensor:
     """Restricted attention of ``ref_vals`` (R, V, h, w) into ``feat`` (C, h, w), computed
-    only on the box where it can be non-zero.
+    only on the box where it can be non-zero. ``context_cells``: feature channels per
+    channel of ``model.encode`` (``(2c+1)^2`` for context features).
 
     Values below ``eps`` x their channel's maximum are zeroed first. A target position
     further than M cells from every remaining value receives 0; the softmax of a position
@@ -487,53 +511,81 @@ def _attend_roi(model: FeatureExtractor, feat: torch.Tensor, ref_feats: torch.Te
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     cy0, cy1, cx0, cx1 = max(0, y0 - 2 * r), min(h, y1 + 2 * r), max(0, x0 - 2 * r), min(w, x1 + 2 * r)
     oy0, oy1, ox0, ox1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
-    res = restricted_attention(
-        feat[None, :, cy0:cy1, cx0:cx1], ref_feats[None, :, :, cy0:cy1, cx0:cx1],
-        vals[None, :, :, cy0:cy1, cx0:cx1], radius=r, temperature=temperature,
-        topk=topk, metric=model.metric, chunk_tiles=settings.chunk_tiles)[0]
+    res = 0
+    for g in model.affinity_groups():          # channels are (2c+1)^2 per base channel
+        a = g.start * context_cells
+        b = None if g.stop is None else g.stop * context_cells
+        res = res + g.weight * restricted_attention(
+            feat[None, a:b, cy0:cy1, cx0:cx1], ref_feats[None, :, a:b, cy0:cy1, cx0:cx1],
+            vals[None, :, :, cy0:cy1, cx0:cx1], radius=r, temperature=g.temperature,
+            topk=topk, metric=g.metric, chunk_tiles=settings.chunk_tiles)[0]
     out[:, oy0:oy1, ox0:ox1] = res[:, oy0 - cy0:oy1 - cy0, ox0 - cx0:ox1 - cx0]
     return out
+
+
+def _predict_points(history: list[torch.Tensor], motion: str) -> torch.Tensor:
+    """(N, 2) cell positions expected in the next frame from the pass's history."""
+    if motion == "velocity" and len(history) >= 2:
+        v = (history[-1] - history[-2]).median(0).values     # the group's common motion
+        return history[-1] + v
+    return history[-1]
 
 
 def _track_group(model: FeatureExtractor, encode: _Encoder, t_total: int, t0: int,
                  seed: torch.Tensor, fg_seed: torch.Tensor | None,
                  settings: PropagationSettings, ts: TrackSettings,
-                 write: Callable[[int, torch.Tensor], None],
+                 write: Callable[[int, torch.Tensor, torch.Tensor], None],
                  progress: Callable[[int], None], cancel: threading.Event | None) -> bool:
     """Propagate one group's heatmaps (N, h, w) from frame ``t0``, forward to the end and
-    backward to frame 0; ``write(t, heat)`` gets each frame's (gated) heatmaps. The
-    optional object channel ``fg_seed`` (1, h, w) travels with the heatmaps and gates
-    them. References: frame ``t0`` and the last ``n_recent`` frames of the same pass.
-    Returns False when cancelled."""
+    backward to frame 0; ``write(t, cyx, peak)`` gets each frame's (N, 2) sub-cell peak
+    positions and (N,) peak values of the (gated) heatmaps. The optional object channel
+    ``fg_seed`` (1, h, w) travels with the heatmaps and gates them. References: frame
+    ``t0`` and the last ``n_recent`` frames of the same pass, each shifted by whole cells
+    so that its points sit where ``ts.motion`` predicts them. Returns False when
+    cancelled."""
+    if ts.motion not in ("velocity", "position", "none"):
+        raise InputError(f"motion must be 'velocity', 'position' or 'none', not {ts.motion!r}.")
     n_recent = settings.n_recent if ts.n_recent is None else ts.n_recent
     topk = settings.topk if ts.topk == -1 else ts.topk
     n = seed.shape[0]
     key_vals = seed if fg_seed is None else torch.cat([seed, fg_seed])
     context = ts.context if ts.context is not None else (2 if model.name == "lab" else 0)
+    key_cyx = _read_peaks(seed, ts.window)[0].double()
 
     def features(t: int) -> torch.Tensor:
         return _context_features(encode(t), context)
+
+    def placed(feat, vals, cyx, target):
+        if ts.motion == "none":
+            return feat, vals
+        dy, dx = (int(v) for v in torch.round((target - cyx).median(0).values).tolist())
+        return _shift_cells(feat, dy, dx), _shift_cells(vals, dy, dx)
 
     key_feat = features(t0)
     done = 0
     for _source, targets in _schedule([t0], t_total, 0, t_total, "both"):
         recent: deque = deque(maxlen=max(0, n_recent))
+        history = [key_cyx]
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return False
             feat = features(t)
-            refs = [(key_feat, key_vals)] + list(recent)
+            target = _predict_points(history, ts.motion)
+            refs = [placed(key_feat, key_vals, key_cyx, target)]
+            refs += [placed(f, v, c, target) for f, v, c in recent]
             ref_feats = torch.stack([f for f, _ in refs])
             ref_vals = torch.stack([v for _, v in refs])
             vals = _attend_roi(model, feat, ref_feats, ref_vals, settings, topk, ts.roi_eps,
-                               model.temperature)
+                               (2 * context + 1) ** 2 if context > 0 else 1)
             heat = vals[:n]
             if fg_seed is not None and ts.mask_power > 0:     # keep the heat on the object
                 heat = heat * vals[n:].clamp(0, 1) ** ts.mask_power
             vals = torch.cat([heat, vals[n:]])
-            write(t, heat)
+            cyx, peak = _read_peaks(heat, ts.window)
+            write(t, cyx, peak)
+            history.append(cyx.double())
             if n_recent:
-                recent.append((feat, vals))
+                recent.append((feat, vals, cyx.double()))
             done += 1
             progress(done)
     return True
@@ -573,7 +625,6 @@ def track_points(model: FeatureExtractor, frames, points,
     with torch.inference_mode():
         for gi, (t0, idx) in enumerate(sorted(groups.items())):
             seed = _gaussian_heatmaps(p[idx, 1:], fhw, settings.scale, ts.sigma).to(device)
-            seed_peak = seed.reshape(len(idx), -1).max(1).values
             fg_seed = None
             if t0 in masks:
                 m = torch.from_numpy(_resize_nearest(masks[t0].astype(np.int64), (hs, ws)))
@@ -581,8 +632,10 @@ def track_points(model: FeatureExtractor, frames, points,
             pos[t0, idx] = p[idx, 1:]
             vis[t0, idx] = True
 
-            def write(t: int, heat: torch.Tensor, idx=idx, seed_peak=seed_peak) -> None:
-                cyx, peak = _read_peaks(heat, ts.window)
+            seed_peak = _read_peaks(seed, ts.window)[1]
+
+            def write(t: int, cyx: torch.Tensor, peak: torch.Tensor, idx=idx,
+                      seed_peak=seed_peak) -> None:
                 pix = (cyx.double() * 4 + 1.5) / settings.scale
                 pix[:, 0].clamp_(0, h - 1)
                 pix[:, 1].clamp_(0, w - 1)

@@ -2,7 +2,8 @@
 chosen inference settings, no optimiser state.
 
     python scripts/export_weights.py runs/default/ckpt.pt corrflow_napari/weights/corrflow_default.pt \
-        --normalize 1 --metric negsqdist --temperature 0.05 --lab-weight 3 --frame-bn 1
+        --normalize 1 --metric negsqdist --temperature 0.05 --lab-weight 3 --frame-bn 1 \
+        --lab-mix 0.5
 
 The inference settings are chosen on the dev set with scripts/compare_inference.py (see
 corrflow_napari/weights/README.md for the measurements).
@@ -25,7 +26,11 @@ def main() -> None:
     ap.add_argument("--lab-weight", type=float, default=None)
     ap.add_argument("--frame-bn", type=int, choices=[0, 1], default=None,
                     help="1: BatchNorm uses each frame's own statistics at inference")
+    ap.add_argument("--lab-mix", type=float, default=None,
+                    help="weight of the Lab-colour affinity in the attention mixture (0..1)")
     args = ap.parse_args()
+    if args.lab_mix is not None and not 0 <= args.lab_mix <= 1:
+        ap.error("--lab-mix must be in 0..1")
     model = load_model(args.ckpt, device="cpu")
     if args.normalize is not None:
         model.normalize = bool(args.normalize)
@@ -37,6 +42,8 @@ def main() -> None:
         model.lab_weight = args.lab_weight
     if args.frame_bn is not None:
         model.frame_bn = bool(args.frame_bn)
+    if args.lab_mix is not None:
+        model.lab_mix = args.lab_mix
     src = read_checkpoint(args.ckpt)
     save_checkpoint(args.out, model, half=True, step=src.get("step"),
                     train_config=src.get("train_config"))

@@ -10,7 +10,7 @@ from scipy.ndimage import rotate, shift
 from corrflow_napari.badja import (BadjaSequence, evaluate_badja_sequence, load_badja,
                                    score_badja, to_frame_pixels)
 from corrflow_napari.errors import InputError
-from corrflow_napari.propagation import track_points
+from corrflow_napari.propagation import TrackSettings, track_points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAVIS_ROOTS = [DATA / "davis2016-dev", DATA / "davis2016-train"]
@@ -189,6 +189,26 @@ def test_object_mask_keeps_points_on_the_object(lab, texture):
     tracks = track_points(lab, video, pts, object_masks={0: mask})
     expect = pts[None, :, 1:] + motion[:, None]
     assert np.linalg.norm(tracks.positions - expect, axis=-1).mean() < 1.0
+
+
+def test_velocity_follows_motion_beyond_the_window(lab, texture):
+    # the scene speeds up by 8 px per frame to 44 px/frame, far beyond the 24 px
+    # (6-cell) search window; the constant-velocity prediction is never more than 8 px off
+    steps = np.array([0, 4, 12, 20, 28, 36, 44])
+    dx = np.cumsum(steps).astype(float)
+    h, w = 96, 256
+    base = texture(h, w + 200, seed=11)
+    frames = np.stack([shift(base, (0, d, 0), order=3, mode="reflect")[:, 200:]
+                       for d in dx]).round().clip(0, 255).astype(np.uint8)
+    pts = np.c_[np.zeros(6), np.linspace(20, 76, 6), np.linspace(20, 70, 6)]
+    expect = pts[None, :, 1:] + np.c_[np.zeros_like(dx), dx][:, None]
+
+    def error(motion: str) -> np.ndarray:
+        tracks = track_points(lab, frames, pts, track_settings=TrackSettings(motion=motion))
+        return np.linalg.norm(tracks.positions - expect, axis=-1).mean(1)
+
+    assert error("velocity").max() < 1.5
+    assert error("none")[-1] > 20          # without the prediction the points are lost
 
 
 @pytest.mark.parametrize("points, match", [

@@ -192,3 +192,32 @@ def test_out_of_memory_in_attention_retries_with_smaller_chunks(lab, monkeypatch
     monkeypatch.setattr(propagation, "attend", never_enough)
     with pytest.warns(RuntimeWarning), pytest.raises(torch.OutOfMemoryError):
         propagate_labels(lab, frames, {0: gt[0]}, settings=settings)
+
+
+def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_clip):
+    # lab_mix = 1 is exactly the Lab baseline's attention, lab_mix = 0 exactly the learned
+    # one (learned + Lab channels), and 0.5 the average of the two attentions.
+    import torch
+
+    from corrflow_napari.model import load_model
+    frames, mask = small_clip
+    frames, mask = frames[:5, :88], mask[:88]          # a multiple of 4: same feature grid
+    seed = {0: torch.stack([torch.from_numpy((mask[1::4, 1::4] == v).astype(np.float32))
+                            for v in (0, 1)])}
+
+    def values(model):
+        got = {}
+        propagate_values(model, frames, seed, lambda t, v: got.setdefault(t, v),
+                         settings=PropagationSettings(n_recent=0))
+        return torch.stack([got[t] for t in range(1, 5)])
+
+    model = load_model(device="cpu")
+    model.lab_mix = 0.0
+    learned = values(model)
+    model.lab_mix = 1.0
+    assert [g.weight for g in model.affinity_groups()] == [1.0]
+    torch.testing.assert_close(values(model), values(lab), atol=1e-4, rtol=0)
+    model.lab_mix = 0.5
+    torch.testing.assert_close(values(model), 0.5 * learned + 0.5 * values(lab),
+                               atol=1e-4, rtol=0)
+    assert not torch.allclose(learned, values(lab), atol=1e-2)   # the two really differ

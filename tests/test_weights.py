@@ -6,7 +6,8 @@ from corrflow_napari.model import SHIPPED_WEIGHTS, load_model
 from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.sample_data import load_sample
 
-FRAME_BN = True           # the shipped inference setting (model card)
+FRAME_BN = True           # the shipped inference settings (model card)
+LAB_MIX = 0.0
 
 
 def test_shipped_weights_load_with_documented_settings():
@@ -17,7 +18,7 @@ def test_shipped_weights_load_with_documented_settings():
     assert model.config.width == 0.5                      # the CPU recipe (model card)
     assert model.inference_settings() == {"metric": "negsqdist", "temperature": 0.05,
                                           "normalize": True, "lab_weight": 3.0,
-                                          "frame_bn": FRAME_BN}
+                                          "frame_bn": FRAME_BN, "lab_mix": LAB_MIX}
     assert model.centroids.shape == (16, 2) and bool(model.centroids.abs().sum() > 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +20,17 @@ def frames_to_tensor(frames, device) -> torch.Tensor:
     """(B, H, W, 3) uint8 (numpy or torch) -> (B, 3, H, W) float32 in [0, 1] on ``device``."""
     t = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
     return t.to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
+class AffinityGroup(NamedTuple):
+    """One softmax affinity read from ``encode()`` channels ``[start, stop)`` (``stop``
+    None = to the end; negative ``start`` counts from the end), mixed in with ``weight``."""
+
+    start: int
+    stop: int | None
+    metric: str
+    temperature: float
+    weight: float
 
 
 class FeatureExtractor(nn.Module):
@@ -42,6 +54,19 @@ class FeatureExtractor(nn.Module):
         raise NotImplementedError
 
     lab_weight = 0.0
+    lab_mix = 0.0
+
+    def affinity_groups(self) -> list[AffinityGroup]:
+        """How the attention reads ``encode()``: propagated values are the weighted sum of
+        each group's attention. One group (all channels) unless ``lab_mix`` > 0 and Lab
+        colour is appended: then ``1 - lab_mix`` x that plus ``lab_mix`` x the Lab-colour
+        baseline's own affinity on the appended channels (a mixture of the two)."""
+        whole = AffinityGroup(0, None, self.metric, self.temperature, 1.0)
+        if self.lab_mix <= 0 or self.lab_weight <= 0:
+            return [whole]
+        lab = AffinityGroup(-3, None, LabFeatures.metric,
+                            LabFeatures.temperature * self.lab_weight ** 2, self.lab_mix)
+        return [g for g in (whole._replace(weight=1 - self.lab_mix), lab) if g.weight > 0]
 
     @torch.inference_mode()
     def encode(self, frames) -> torch.Tensor:
@@ -115,11 +140,12 @@ class CorrFlowModel(FeatureExtractor):
         self.normalize = bool(inference.get("normalize", False))
         self.lab_weight = float(inference.get("lab_weight", 0.0))
         self.frame_bn = bool(inference.get("frame_bn", False))
+        self.lab_mix = float(inference.get("lab_mix", 0.0))
 
     def inference_settings(self) -> dict:
         return {"metric": self.metric, "temperature": self.temperature,
                 "normalize": self.normalize, "lab_weight": self.lab_weight,
-                "frame_bn": self.frame_bn}
+                "frame_bn": self.frame_bn, "lab_mix": self.lab_mix}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
