@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .model.attention import ReferenceTiles, attend, prepare_reference, restricted_attention
-from .model.features import FeatureExtractor
+from .model.features import AffinityGroup, FeatureExtractor
 
 ProgressFn = Callable[[int, int], None]
 
@@ -374,17 +374,20 @@ class TrackSettings:
     window: int = 2               # soft-argmax over (2w+1)^2 cells around the peak
     visible_threshold: float = 0.1  # peak / seed peak below this -> not visible
     n_recent: int | None = None   # previous frames kept as references (None: settings')
-    topk: int | None = -1         # matches kept per position (-1: settings'; None: all)
+    topk: int | None = 3          # matches kept per position (-1: settings'; None: all).
+    #   3, not the masks' 10: a point wants its best matches, not a blend (BADJA mean
+    #   PCK@0.2 with velocity: top-10 48.0, 5 51.2, 3 52.3, 2 50.5, 1 45.7)
     mask_power: float = 1.0       # with an object mask: heat *= P(object)^power (0: off)
     roi_eps: float = 1e-3         # heat below roi_eps x its channel peak is dropped; the
                                   # attention then runs on the box around what is left
-    motion: str = "velocity"      # shift each reference to where the points are expected:
-    #   "velocity" (constant-velocity prediction of the points' mean), "position" (their
-    #   last mean position) or "none" (references stay where they were)
+    motion: str = "velocity"      # move each reference by whole cells to where its points are
+    #   expected: "velocity" (last positions + the group's median last step), "position"
+    #   (last positions) or "none"; lets points follow motion beyond the (2M+1)^2 window
     context: int | None = None    # match (2c+1)^2-cell patches of features. None: 2 (5x5
-    #   cells = 20x20 px) for the Lab baseline, whose single cells are ambiguous (BADJA:
-    #   PCK@0.2 34.9 -> 47.0); 0 for learned features, which already see context and
-    #   whose 25x wider patches cost > 9 s per 480p frame on a 2-core CPU
+    #   cells = 20x20 px) for Lab colour (the baseline, or the Lab group of a mixture),
+    #   whose single cells are ambiguous (BADJA: PCK@0.2 34.9 -> 47.0); 0 for learned
+    #   features, which already see context and whose 25x wider patches cost > 9 s per
+    #   480p frame on a 2-core CPU
 
 
 def _gaussian_heatmaps(points_yx: np.ndarray, fhw: tuple[int, int], scale: float,
@@ -484,12 +487,13 @@ def _shift_cells(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def _attend_roi(model: FeatureExtractor, feat: torch.Tensor, ref_feats: torch.Tensor,
-                ref_vals: torch.Tensor, settings: PropagationSettings, topk: int | None,
-                eps: float, context_cells: int = 1) -> torch.Tensor:
-    """Restricted attention of ``ref_vals`` (R, V, h, w) into ``feat`` (C, h, w), computed
-    only on the box where it can be non-zero. ``context_cells``: feature channels per
-    channel of ``model.encode`` (``(2c+1)^2`` for context features).
+def _attend_roi(groups: list[AffinityGroup], feats: list[torch.Tensor],
+                ref_feats: list[torch.Tensor], ref_vals: torch.Tensor,
+                settings: PropagationSettings, topk: int | None, eps: float) -> torch.Tensor:
+    """Restricted attention of ``ref_vals`` (R, V, h, w) into the target frame, mixed over
+    the affinity ``groups`` (group i: target features ``feats[i]`` (C_i, h, w), reference
+    features ``ref_feats[i]`` (R, C_i, h, w)), computed only on the box where it can be
+    non-zero.
 
     Values below ``eps`` x their channel's maximum are zeroed first. A target position
     further than M cells from every remaining value receives 0; the softmax of a position
@@ -512,11 +516,9 @@ def _attend_roi(model: FeatureExtractor, feat: torch.Tensor, ref_feats: torch.Te
     cy0, cy1, cx0, cx1 = max(0, y0 - 2 * r), min(h, y1 + 2 * r), max(0, x0 - 2 * r), min(w, x1 + 2 * r)
     oy0, oy1, ox0, ox1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
     res = 0
-    for g in model.affinity_groups():          # channels are (2c+1)^2 per base channel
-        a = g.start * context_cells
-        b = None if g.stop is None else g.stop * context_cells
+    for g, f, rf in zip(groups, feats, ref_feats):
         res = res + g.weight * restricted_attention(
-            feat[None, a:b, cy0:cy1, cx0:cx1], ref_feats[None, :, a:b, cy0:cy1, cx0:cx1],
+            f[None, :, cy0:cy1, cx0:cx1], rf[None, :, :, cy0:cy1, cx0:cx1],
             vals[None, :, :, cy0:cy1, cx0:cx1], radius=r, temperature=g.temperature,
             topk=topk, metric=g.metric, chunk_tiles=settings.chunk_tiles)[0]
     out[:, oy0:oy1, ox0:ox1] = res[:, oy0 - cy0:oy1 - cy0, ox0 - cx0:ox1 - cx0]
@@ -549,17 +551,21 @@ def _track_group(model: FeatureExtractor, encode: _Encoder, t_total: int, t0: in
     topk = settings.topk if ts.topk == -1 else ts.topk
     n = seed.shape[0]
     key_vals = seed if fg_seed is None else torch.cat([seed, fg_seed])
-    context = ts.context if ts.context is not None else (2 if model.name == "lab" else 0)
+    groups = model.affinity_groups()
+    contexts = [ts.context if ts.context is not None else (2 if g.colour else 0)
+                for g in groups]
     key_cyx = _read_peaks(seed, ts.window)[0].double()
 
-    def features(t: int) -> torch.Tensor:
-        return _context_features(encode(t), context)
+    def features(t: int) -> list[torch.Tensor]:
+        """One (C_i, h, w) feature map per affinity group, with its patch context."""
+        f = encode(t)
+        return [_context_features(f[g.start:g.stop], c) for g, c in zip(groups, contexts)]
 
-    def placed(feat, vals, cyx, target):
+    def placed(feats, vals, cyx, target):
         if ts.motion == "none":
-            return feat, vals
+            return feats, vals
         dy, dx = (int(v) for v in torch.round((target - cyx).median(0).values).tolist())
-        return _shift_cells(feat, dy, dx), _shift_cells(vals, dy, dx)
+        return [_shift_cells(f, dy, dx) for f in feats], _shift_cells(vals, dy, dx)
 
     key_feat = features(t0)
     done = 0
@@ -573,10 +579,9 @@ def _track_group(model: FeatureExtractor, encode: _Encoder, t_total: int, t0: in
             target = _predict_points(history, ts.motion)
             refs = [placed(key_feat, key_vals, key_cyx, target)]
             refs += [placed(f, v, c, target) for f, v, c in recent]
-            ref_feats = torch.stack([f for f, _ in refs])
+            ref_feats = [torch.stack([f[i] for f, _ in refs]) for i in range(len(groups))]
             ref_vals = torch.stack([v for _, v in refs])
-            vals = _attend_roi(model, feat, ref_feats, ref_vals, settings, topk, ts.roi_eps,
-                               (2 * context + 1) ** 2 if context > 0 else 1)
+            vals = _attend_roi(groups, feat, ref_feats, ref_vals, settings, topk, ts.roi_eps)
             heat = vals[:n]
             if fg_seed is not None and ts.mask_power > 0:     # keep the heat on the object
                 heat = heat * vals[n:].clamp(0, 1) ** ts.mask_power

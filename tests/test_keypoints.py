@@ -141,9 +141,14 @@ def test_rotation_tracked_subpixel(lab, texture):
     y, x = pts[:, 1] - cy, pts[:, 2] - cx
     a = np.deg2rad(deg * np.arange(T))[:, None]          # scipy: counter-clockwise on screen
     expect = np.stack([-np.sin(a) * x + np.cos(a) * y + cy, np.cos(a) * x + np.sin(a) * y + cx], -1)
-    tracks = track_points(lab, frames, pts)
-    err = np.linalg.norm(tracks.positions - expect, axis=-1)
+    # top-10 matches (the masks' setting) interpolate below a pixel; the default top-3
+    # trades some of that precision for robustness on real joints (README, Keypoints)
+    precise = track_points(lab, frames, pts, track_settings=TrackSettings(topk=10))
+    err = np.linalg.norm(precise.positions - expect, axis=-1)
     assert err.mean() < 1.0, err.mean(1)
+    default = track_points(lab, frames, pts)
+    err = np.linalg.norm(default.positions - expect, axis=-1)
+    assert err.mean() < 1.5, err.mean(1)
 
 
 def test_points_on_a_middle_frame_go_forward_and_backward(lab, texture):

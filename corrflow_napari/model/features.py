@@ -31,6 +31,7 @@ class AffinityGroup(NamedTuple):
     metric: str
     temperature: float
     weight: float
+    colour: bool = False      # the channels are Lab colour only
 
 
 class FeatureExtractor(nn.Module):
@@ -61,11 +62,13 @@ class FeatureExtractor(nn.Module):
         each group's attention. One group (all channels) unless ``lab_mix`` > 0 and Lab
         colour is appended: then ``1 - lab_mix`` x that plus ``lab_mix`` x the Lab-colour
         baseline's own affinity on the appended channels (a mixture of the two)."""
-        whole = AffinityGroup(0, None, self.metric, self.temperature, 1.0)
+        whole = AffinityGroup(0, None, self.metric, self.temperature, 1.0,
+                              colour=self.name == "lab")
         if self.lab_mix <= 0 or self.lab_weight <= 0:
             return [whole]
         lab = AffinityGroup(-3, None, LabFeatures.metric,
-                            LabFeatures.temperature * self.lab_weight ** 2, self.lab_mix)
+                            LabFeatures.temperature * self.lab_weight ** 2, self.lab_mix,
+                            colour=True)
         return [g for g in (whole._replace(weight=1 - self.lab_mix), lab) if g.weight > 0]
 
     @torch.inference_mode()
