@@ -7,7 +7,7 @@ from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.sample_data import load_sample
 
 FRAME_BN = True           # the shipped inference settings (model card)
-LAB_MIX = 0.0
+LAB_MIX = 0.5
 
 
 def test_shipped_weights_load_with_documented_settings():
