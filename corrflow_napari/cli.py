@@ -278,7 +278,8 @@ def cmd_eval_badja(args) -> int:
     method = "static" if args.static else args.features
     _, table = run_eval_badja(args.root, args.badja, args.sequences, model=model, method=method,
                               static_only=args.static, settings=settings,
-                              track_settings=_track_settings(args), use_mask=args.mask, max_frames=args.max_frames, out_dir=args.out,
+                              track_settings=_track_settings(args), use_mask=args.mask,
+                              max_frames=args.max_frames, out_dir=args.out,
                               log=lambda s: print(s, file=sys.stderr))
     print(table)
     return 0

@@ -49,3 +49,14 @@ def load_annotations(root: str | Path, seq: str, resolution: str = "480p"
         palette = palette if palette is not None else pal
         masks.append(m)
     return np.stack(masks), palette
+
+
+def load_sequence_prefix(root: str | Path, seq: str, max_frames: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``max_frames`` frames (all: None) of a sequence and their ground truth:
+    ((T, H, W, 3) uint8, (T, H, W) ids), for quick comparisons on a sequence's start."""
+    from .video import open_video
+    gt, _ = load_annotations(root, seq)
+    video = open_video(frame_folder(root, seq))
+    n = len(gt) if max_frames is None else min(len(gt), max_frames)
+    return np.stack([video[i] for i in range(n)]), gt[:n]

@@ -7,10 +7,11 @@ Trains one model per variant from the same seed and the same clips (``TrainConfi
 with ``--iters`` steps), then scores each on the first ``--max-frames`` frames of the dev
 sequences with the learned embedding alone (no Lab colour appended; L2-normalised,
 softmax of negative squared distance / 0.05, each frame's own BatchNorm statistics), so
-that the table measures what the objective taught the encoder. Prints J&F per sequence,
-the mean, and the last logged training loss (not comparable across variants whose loss
-differs, e.g. without the cycle terms). Checkpoints and ``results.json`` go to ``--out``;
-finished variants are reused when the script is run again.
+that the table measures what the objective taught the encoder. Prints J&F per sequence
+and the mean; ``results.json`` also records the mean training loss of the last 50 steps
+(not comparable across variants whose loss differs, e.g. without the cycle terms).
+Checkpoints and ``results.json`` go to ``--out``; finished variants are reused when the
+script is run again.
 """
 from __future__ import annotations
 
@@ -21,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from corrflow_napari.davis import frame_folder, load_annotations, resolve_sequences
+from corrflow_napari.davis import load_sequence_prefix, resolve_sequences
 from corrflow_napari.metrics import evaluate_sequence
 from corrflow_napari.model import load_model
 from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.training import TrainConfig, train
-from corrflow_napari.video import open_video
 
 VARIANTS = {                      # name -> TrainConfig changes
     "full objective": {},
@@ -45,12 +45,8 @@ def score(ckpt: Path, root: str, seqs: list[str], max_frames: int) -> dict[str, 
         setattr(model, k, v)
     out = {}
     for seq in seqs:
-        gt, _ = load_annotations(root, seq)
-        video = open_video(frame_folder(root, seq))
-        n = min(len(gt), max_frames)
-        frames = np.stack([video[i] for i in range(n)])
-        pred = propagate_labels(model, frames, {0: gt[0]})
-        out[seq] = 100 * evaluate_sequence(gt[:n], pred)["JF"]
+        frames, gt = load_sequence_prefix(root, seq, max_frames)
+        out[seq] = 100 * evaluate_sequence(gt, propagate_labels(model, frames, {0: gt[0]}))["JF"]
     return out
 
 

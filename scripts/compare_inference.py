@@ -16,11 +16,10 @@ import argparse
 
 import numpy as np
 
-from corrflow_napari.davis import frame_folder, load_annotations, resolve_sequences
+from corrflow_napari.davis import load_sequence_prefix, resolve_sequences
 from corrflow_napari.metrics import evaluate_sequence
 from corrflow_napari.model import load_model
 from corrflow_napari.propagation import propagate_labels
-from corrflow_napari.video import open_video
 
 
 def parse_variant(spec: str):
@@ -44,16 +43,13 @@ def main() -> None:
     variants = [parse_variant(v) for v in args.variant]
     table = {name: {} for name, _ in variants}
     for seq in seqs:
-        gt, _ = load_annotations(args.root, seq)
-        video = open_video(frame_folder(args.root, seq))
-        n = min(len(gt), args.max_frames)
-        frames = np.stack([video[i] for i in range(n)])
+        frames, gt = load_sequence_prefix(args.root, seq, args.max_frames)
         for name, opts in variants:
             model = load_model("lab" if name == "lab" else args.ckpt, device="cpu")
             for k, v in opts.items():
                 setattr(model, k, bool(v) if k in ("normalize", "frame_bn") else v)
             pred = propagate_labels(model, frames, {0: gt[0]})
-            table[name][seq] = 100 * evaluate_sequence(gt[:n], pred)["JF"]
+            table[name][seq] = 100 * evaluate_sequence(gt, pred)["JF"]
             print(f"{seq:16s} {name:10s} {table[name][seq]:5.1f}", flush=True)
     print("\nvariant     " + " ".join(f"{s[:8]:>8s}" for s in seqs) + "     mean")
     for name, row in table.items():
