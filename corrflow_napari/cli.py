@@ -6,7 +6,6 @@ file written so far is complete).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -144,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _keyframes(args, n_frames: int, hw: tuple[int, int]):
-    from .video import read_mask
+    from .io import read_mask
     masks, frames = args.mask, args.mask_frame
     if frames is None:
         if len(masks) > 1:
@@ -173,7 +172,7 @@ def _keyframes(args, n_frames: int, hw: tuple[int, int]):
 
 def cmd_propagate(args) -> int:
     from .propagation import propagate_labels
-    from .video import open_video, overlay, write_indexed_png, write_video
+    from .io import open_video, overlay, write_indexed_png, write_video
     video = open_video(args.video)
     keyframes, palette = _keyframes(args, len(video), video.shape[1:3])
     settings = _settings(args)
@@ -194,40 +193,11 @@ def cmd_propagate(args) -> int:
     return 0
 
 
-def _read_points_csv(path: str):
-    import numpy as np
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"points file {p} does not exist; check the path.")
-    try:
-        with open(p, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"points file {p} is not a readable CSV ({exc}); save it as text CSV "
-                         "with columns track_id,t,y,x.") from None
-    need = {"track_id", "t", "y", "x"}
-    have = set(rows[0].keys()) if rows else set()
-    if not rows or not need <= {h.strip() for h in have if h}:
-        missing = sorted(need - {h.strip() for h in have if h})
-        raise InputError(f"points file {p} lacks column(s) {', '.join(missing) or 'rows'}; "
-                         "it needs a header track_id,t,y,x and one row per point.")
-    try:
-        rows = [{k.strip(): v for k, v in r.items() if k} for r in rows]
-        ids = [r["track_id"].strip() for r in rows]
-        pts = np.array([[float(r["t"]), float(r["y"]), float(r["x"])] for r in rows])
-    except (ValueError, TypeError, AttributeError):
-        raise InputError(f"points file {p} has a non-numeric t, y or x value; "
-                         "use numbers (pixels, frame index).") from None
-    if len(set(ids)) != len(ids):
-        raise InputError(f"points file {p} repeats a track_id; give each point its own id.")
-    return ids, pts
-
-
 def cmd_track(args) -> int:
+    from .io import open_video, read_points_csv, write_tracks_csv
     from .propagation import track_points
-    from .video import open_video
     video = open_video(args.video)
-    ids, pts = _read_points_csv(args.points)
+    ids, pts = read_points_csv(args.points)
     settings = _settings(args)
     model = _model(args)
     tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings,
@@ -237,26 +207,8 @@ def cmd_track(args) -> int:
     return 0
 
 
-def write_tracks_csv(path, ids, positions, visible, frames=None,
-                     id_column: str = "track_id") -> None:
-    """Write ``<id_column>,t,y,x,visible`` rows atomically. positions (T, N, 2) y, x;
-    visible (T, N); frames: the frame number of each of the T rows (default 0..T-1)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frames = range(positions.shape[0]) if frames is None else frames
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([id_column, "t", "y", "x", "visible"])
-        for k, t in enumerate(frames):
-            for i, tid in enumerate(ids):
-                y, x = positions[k, i]
-                w.writerow([tid, int(t), f"{y:.2f}", f"{x:.2f}", int(bool(visible[k, i]))])
-    os.replace(tmp, path)
-
-
 def cmd_eval_davis(args) -> int:
-    from .davis import resolve_sequences
+    from .evaluation.davis import resolve_sequences
     from .evaluation import evaluate_davis
     from .metrics import format_table
     seqs = resolve_sequences(args.root, args.sequences)
@@ -272,7 +224,7 @@ def cmd_eval_davis(args) -> int:
 
 
 def cmd_eval_badja(args) -> int:
-    from .badja import run_eval_badja
+    from .evaluation.badja import run_eval_badja
     settings = _settings(args)
     model = None if args.static else _model(args)
     method = "static" if args.static else args.features

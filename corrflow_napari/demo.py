@@ -28,7 +28,7 @@ def run_headless(out: Path, device: str = "auto", log=print) -> Path:
     from .model import SHIPPED_WEIGHTS, load_model
     from .propagation import propagate_labels
     from .sample_data import ATTRIBUTION, load_sample, sample_fps
-    from .video import davis_palette, overlay, write_indexed_png, write_video
+    from .io import davis_palette, overlay, write_indexed_png, write_video
 
     frames, mask = load_sample()
     log(f"sample: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} - {ATTRIBUTION}")

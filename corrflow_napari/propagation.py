@@ -57,7 +57,7 @@ def _check_frames(frames) -> tuple[int, int, int]:
     shape = getattr(frames, "shape", None)
     if shape is None or len(shape) != 4 or shape[-1] != 3:
         raise InputError(f"frames must be a (T, H, W, 3) uint8 video, got shape {shape}; "
-                         "open files with corrflow_napari.video.open_video.")
+                         "open files with corrflow_napari.io.open_video.")
     t, h, w = int(shape[0]), int(shape[1]), int(shape[2])
     if t == 0:
         raise InputError("the video has no frames; check the file.")

@@ -64,7 +64,7 @@ def get_reader(path):
 
 def read_video(path):
     """Open ``path`` lazily as one ``(T, H, W, 3)`` RGB Image layer named after it."""
-    from .video import open_video
+    from .io import open_video
     if isinstance(path, (list, tuple)):
         path = path[0]
     p = Path(os.fspath(path))

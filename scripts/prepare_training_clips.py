@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corrflow_napari.video import open_video
+from corrflow_napari.io import open_video
 
 
 def main() -> None:

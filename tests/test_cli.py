@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from corrflow_napari.cli import main
-from corrflow_napari.video import davis_palette, write_indexed_png
+from corrflow_napari.io import davis_palette, write_indexed_png
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAVIS = SHARED / "davis2016-dev"

@@ -208,7 +208,7 @@ class TrackWidget(QWidget):
 
     def export_csv(self, path=None) -> Path | None:
         """Write ``track_id,t,y,x,visible`` for every track and frame."""
-        from ..cli import write_tracks_csv
+        from ..io import write_tracks_csv
         if self.result is None:
             show_error("nothing to export yet: track points first.")
             return None

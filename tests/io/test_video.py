@@ -1,4 +1,4 @@
-"""Tests for corrflow_napari.video: reading videos/folders/stacks lazily, masks IO,
+"""Tests for corrflow_napari.io: reading videos/folders/stacks lazily, masks IO,
 writing videos and overlays.  Every input file is generated in tmp_path."""
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import tifffile
 from PIL import Image
 
-from corrflow_napari import video as vmod
+from corrflow_napari import io as vmod
 from corrflow_napari.errors import InputError
-from corrflow_napari.video import (Video, as_video, davis_palette, open_video, overlay,
+from corrflow_napari.io import (Video, as_video, davis_palette, open_video, overlay,
                                    read_mask, write_indexed_png, write_video)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 T, H, W = 12, 48, 64
 

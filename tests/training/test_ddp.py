@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 def test_ddp_two_ranks_identical_weights(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                            os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),

@@ -45,12 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
-from .model.attention import full_attention, restricted_attention
-from .model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from .model.colour import colour_dropout, colour_jitter, fit_ab_centroids, quantise_ab, rgb_to_lab
-from .model.encoder import EncoderConfig
-from .model.features import CorrFlowModel
+from ..errors import InputError
+from ..model.attention import full_attention, restricted_attention
+from ..model.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from ..model.colour import colour_dropout, colour_jitter, fit_ab_centroids, quantise_ab, rgb_to_lab
+from ..model.encoder import EncoderConfig
+from ..model.features import CorrFlowModel
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".gif", ".ogv", ".flv", ".3gp", ".ts", ".mts", ".m2ts"}
@@ -210,7 +210,7 @@ def expand_video_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def _as_video(v):
     """A path (opened lazily with ``open_video``), a Video, or a (T, H, W, 3) uint8 array."""
     if isinstance(v, (str, os.PathLike)):
-        from .video import open_video   # written separately; imported only when needed
+        from ..io import open_video   # written separately; imported only when needed
         return open_video(v)
     if isinstance(v, torch.Tensor):
         v = v.cpu().numpy()
@@ -453,7 +453,7 @@ class _Dist:
 
 def _init_distributed(device: str | torch.device) -> tuple[_Dist, torch.device]:
     """Initialise torch.distributed when launched by torchrun (RANK/WORLD_SIZE set)."""
-    from .device import pick_device
+    from ..device import pick_device
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or "RANK" not in os.environ:
         return _Dist(), pick_device(device)
@@ -486,7 +486,7 @@ class TrainResult:
 
 
 def _check_out(out: Path, *sources) -> None:
-    from .model import SHIPPED_WEIGHTS
+    from ..model import SHIPPED_WEIGHTS
     o = out.resolve()
     if o == Path(SHIPPED_WEIGHTS).resolve():
         raise InputError(f"--out {out} is the shipped weights file; write to another file.")
@@ -858,7 +858,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from ``corrflow train`` arguments."""
-    from .device import pick_device
+    from ..device import pick_device
     paper = bool(getattr(args, "paper", False))
     if not paper:
         try:
@@ -943,8 +943,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 def finetune_cli(args: argparse.Namespace) -> int:
     """``corrflow finetune``: fine-tune the weights on one video and write ``--out``;
     returns the exit status 0 (bad input raises InputError)."""
-    from .model import load_model
-    from .video import open_video
+    from ..model import load_model
+    from ..io import open_video
     if args.weights is not None and str(args.weights).lower() == "lab":
         raise InputError("the Lab baseline has no weights to fine-tune; use CorrFlow weights.")
     if args.iters is not None and args.iters < 1:

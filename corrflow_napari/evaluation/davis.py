@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def list_sequences(root: str | Path, resolution: str = "480p") -> list[str]:
@@ -38,7 +38,7 @@ def frame_folder(root: str | Path, seq: str, resolution: str = "480p") -> Path:
 def load_annotations(root: str | Path, seq: str, resolution: str = "480p"
                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """(T, H, W) integer ground truth of a sequence and its palette ((256, 3) or None)."""
-    from .video import read_mask
+    from ..io import read_mask
     folder = Path(root) / "Annotations" / resolution / seq
     files = sorted(folder.glob("*.png"))
     if not files:
@@ -55,7 +55,7 @@ def load_sequence_prefix(root: str | Path, seq: str, max_frames: int | None = No
                          ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``max_frames`` frames (all: None) of a sequence and their ground truth:
     ((T, H, W, 3) uint8, (T, H, W) ids), for quick comparisons on a sequence's start."""
-    from .video import open_video
+    from ..io import open_video
     gt, _ = load_annotations(root, seq)
     video = open_video(frame_folder(root, seq))
     n = len(gt) if max_frames is None else min(len(gt), max_frames)

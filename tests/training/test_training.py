@@ -295,7 +295,7 @@ def test_finetune_copy_best_and_refusals(video, tmp_path):
 
 
 def test_cli_train_then_finetune_frame_folder(tmp_path, capsys):
-    pytest.importorskip("corrflow_napari.video")
+    pytest.importorskip("corrflow_napari.io")
     import imageio.v3 as iio
 
     data = tmp_path / "data"

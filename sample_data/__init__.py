@@ -15,7 +15,7 @@ ATTRIBUTION = ("Big Buck Bunny (c) Blender Foundation, www.bigbuckbunny.org, CC 
 
 def load_sample() -> tuple[np.ndarray, np.ndarray]:
     """``(frames (48, 180, 320, 3) uint8, first-frame mask (180, 320) int)``."""
-    from ..video import open_video, read_mask
+    from ..io import open_video, read_mask
     video = open_video(SAMPLE_VIDEO)
     frames = np.asarray(video)
     video.close()

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 ALPHAS = (0.1, 0.2)
 NATIVE_HW = (1080, 1920)   # BADJA joints are on the full-resolution DAVIS frames
@@ -93,7 +93,7 @@ def score_badja(pred: np.ndarray, seq: BadjaSequence, areas: np.ndarray,
     Returns {"pck@0.1": fraction, ..., "n_joints": joints scored, "n_frames": frames
     scored, "per_frame": [{frame, n, pck@...}]}; PCK is NaN when nothing is scored.
     """
-    from .metrics import pck
+    from ..metrics import pck
 
     pred = np.asarray(pred, float)
     k, j = seq.joints.shape[:2]
@@ -194,7 +194,7 @@ class _FrameRange:
 
 
 def _object_area(root: Path, seq: str, frame: int) -> tuple[int, tuple[int, int]]:
-    from .video import read_mask
+    from ..io import read_mask
     path = root / "Annotations" / "480p" / seq / f"{frame:05d}.png"
     if not path.is_file():
         raise InputError(f"ground-truth mask {path} is missing; BADJA scoring needs the "
@@ -204,7 +204,7 @@ def _object_area(root: Path, seq: str, frame: int) -> tuple[int, tuple[int, int]
 
 
 def _first_mask(root: Path, seq: str, frame: int) -> np.ndarray:
-    from .video import read_mask
+    from ..io import read_mask
     return read_mask(root / "Annotations" / "480p" / seq / f"{frame:05d}.png")[0] != 0
 
 
@@ -227,8 +227,8 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
     frame numbers, "positions" (T, N, 2), "visible" (T, N), "joint_ids" (N,)),
     "start", "seconds", "s_per_frame".
     """
-    from .propagation import track_points
-    from .video import open_video
+    from ..propagation import track_points
+    from ..io import open_video
 
     seq = load_badja(badja_json)
     root = find_sequence_root(split_roots(davis_root), seq.name)
@@ -317,7 +317,7 @@ def format_badja_table(columns: dict[str, dict[str, dict]], alphas: Sequence[flo
 
 def write_badja_tracks_csv(path, result: dict) -> None:
     """``joint,t,y,x,visible`` rows (t = frame number in the video, joint = BADJA index)."""
-    from .cli import write_tracks_csv
+    from ..io import write_tracks_csv
     tr = result["tracks"]
     write_tracks_csv(path, [int(j) for j in tr["joint_ids"]], tr["positions"], tr["visible"],
                      frames=tr["frames"], id_column="joint")
@@ -355,7 +355,7 @@ def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None
     the tracker ``model`` on ``sequences`` ("all" or a comma list). Writes
     ``out_dir/results.json`` and ``out_dir/<seq>_tracks.csv`` (the tracker's, or the
     static points' with ``static_only``). Returns ({method: {seq: result}}, table)."""
-    from .propagation import PropagationSettings, TrackSettings
+    from ..propagation import PropagationSettings, TrackSettings
     settings = settings or PropagationSettings()
     track_settings = track_settings or TrackSettings()
     roots = split_roots(davis_roots)

@@ -39,7 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "Video",
@@ -53,6 +53,8 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "TIFF_EXTENSIONS",
+    "read_points_csv",
+    "write_tracks_csv",
 ]
 
 #: extensions decoded with ffmpeg
@@ -1378,3 +1380,4 @@ def overlay(frames, labels, palette=None, alpha: float = 0.5, outline: bool = Tr
         raise InputError(f"labels have {n_lab} frames but the video has {t + 1}; give one label "
                          "image per frame")
     return out
+from .tracks_csv import read_points_csv, write_tracks_csv  # noqa: E402

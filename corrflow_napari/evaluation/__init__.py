@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .propagation import PropagationSettings
+from ..propagation import PropagationSettings
 
 BASELINES = ("identity",)   # feature modes that need no model
 
@@ -25,10 +25,10 @@ def evaluate_davis_sequence(root, seq: str, features: str, weights, device: str,
     import torch
 
     from .davis import frame_folder, load_annotations
-    from .metrics import evaluate_sequence
-    from .model import load_model
-    from .propagation import propagate_labels
-    from .video import open_video, write_indexed_png
+    from ..metrics import evaluate_sequence
+    from ..model import load_model
+    from ..propagation import propagate_labels
+    from ..io import open_video, write_indexed_png
 
     if threads:
         torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ def clip(sample):
 def write_format(kind, clip, folder):
     from PIL import Image
     import tifffile
-    from corrflow_napari.video import write_video
+    from corrflow_napari.io import write_video
     if kind == "mp4":
         path = folder / "bunny.mp4"
         write_video(path, clip, fps=10)
