@@ -334,8 +334,8 @@ def child_length(davis: str, seq: str, length: int, device: str, which: str = "p
     res = time_propagation(model, video, mask, device)
     times = res.pop("per_frame_times")
     n = min(100, max(1, len(times) // 4))
-    res.update(first_median_s=float(np.median(times[:n])), last_median_s=float(np.median(times[-n:])),
-               window=n, peak_rss_mb=maxrss_mb())
+    res.update(first_median_s=float(np.median(times[:n])),
+               last_median_s=float(np.median(times[-n:])), window=n, peak_rss_mb=maxrss_mb())
     if device.startswith("cuda"):
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
@@ -379,7 +379,8 @@ def child_train(davis: str, seq: str, which: str, steps: int, device: str,
             i = int(rng.integers(0, len(frames) - 2 * s))
             y = int(rng.integers(0, frames[0].shape[1] - crop + 1))
             x = int(rng.integers(0, frames[0].shape[2] - crop + 1))
-            out.append(torch.stack([frames[i + k * s][:, y:y + crop, x:x + crop] for k in range(3)]))
+            out.append(torch.stack([frames[i + k * s][:, y:y + crop, x:x + crop]
+                                    for k in range(3)]))
         return torch.stack(out).to(device)
 
     gen = torch.Generator().manual_seed(0)
@@ -598,7 +599,8 @@ def main(argv=None) -> int:
         else:
             result["full_attention_fits"] = True
         if result["attention_peak_mb"] and result["naive_attention_peak_mb"]:
-            result["attention_vs_naive"] = result["attention_peak_mb"] / result["naive_attention_peak_mb"]
+            result["attention_vs_naive"] = (result["attention_peak_mb"]
+                                            / result["naive_attention_peak_mb"])
         table("Attention peak memory (MB above the inputs), one 480p frame pair, 1 reference",
               ["implementation", "peak MB", "seconds", "note"],
               [["ours (restricted_attention, tiles, top-k, chunks)", mem["ours"]["peak_mb"],

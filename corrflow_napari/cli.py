@@ -171,8 +171,8 @@ def _keyframes(args, n_frames: int, hw: tuple[int, int]):
 
 
 def cmd_propagate(args) -> int:
-    from .propagation import propagate_labels
     from .io import open_video, overlay, write_indexed_png, write_video
+    from .propagation import propagate_labels
     video = open_video(args.video)
     keyframes, palette = _keyframes(args, len(video), video.shape[1:3])
     settings = _settings(args)
@@ -208,8 +208,8 @@ def cmd_track(args) -> int:
 
 
 def cmd_eval_davis(args) -> int:
-    from .evaluation.davis import resolve_sequences
     from .evaluation import evaluate_davis
+    from .evaluation.davis import resolve_sequences
     from .metrics import format_table
     seqs = resolve_sequences(args.root, args.sequences)
     features = args.baseline or args.features

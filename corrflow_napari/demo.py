@@ -25,10 +25,10 @@ def display_available() -> bool:
 def run_headless(out: Path, device: str = "auto", log=print) -> Path:
     """Propagate the sample's frame-0 mask through the clip; write masks + overlay."""
     from .cli import ProgressBar
+    from .io import davis_palette, overlay, write_indexed_png, write_video
     from .model import SHIPPED_WEIGHTS, load_model
     from .propagation import propagate_labels
     from .sample_data import ATTRIBUTION, load_sample, sample_fps
-    from .io import davis_palette, overlay, write_indexed_png, write_video
 
     frames, mask = load_sample()
     log(f"sample: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} - {ATTRIBUTION}")
@@ -58,6 +58,7 @@ def open_viewer(show: bool = True):
     Returns ``(viewer, {name: (widget, dock)})`` for "propagate", "track", "finetune".
     """
     import napari
+
     from .widgets import FinetuneWidget, PropagateWidget, TrackWidget
     viewer = napari.Viewer(title="corrflow-napari demo", show=show)
     viewer.open_sample("corrflow-napari", "bigbuckbunny")

@@ -21,7 +21,7 @@ torch or Qt.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import ndimage as ndi

@@ -14,8 +14,9 @@ import math
 import threading
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -403,7 +404,8 @@ def _gaussian_heatmaps(points_yx: np.ndarray, fhw: tuple[int, int], scale: float
 
 
 def _read_peaks(heat: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, h, w) heatmaps -> (N, 2) sub-cell (y, x) by soft-argmax around the peak, and peak values."""
+    """(N, h, w) heatmaps -> (N, 2) sub-cell (y, x) by soft-argmax around the peak, and the
+    peak values."""
     n, h, w = heat.shape
     flat = heat.reshape(n, -1)
     peak, idx = flat.max(1)
@@ -513,7 +515,8 @@ def _attend_roi(groups: list[AffinityGroup], feats: list[torch.Tensor],
     rows = torch.nonzero(support.any(1))[:, 0]
     cols = torch.nonzero(support.any(0))[:, 0]
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    cy0, cy1, cx0, cx1 = max(0, y0 - 2 * r), min(h, y1 + 2 * r), max(0, x0 - 2 * r), min(w, x1 + 2 * r)
+    cy0, cy1 = max(0, y0 - 2 * r), min(h, y1 + 2 * r)
+    cx0, cx1 = max(0, x0 - 2 * r), min(w, x1 + 2 * r)
     oy0, oy1, ox0, ox1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
     res = 0
     for g, f, rf in zip(groups, feats, ref_feats):

@@ -80,7 +80,7 @@ def main() -> None:
         config = TrainConfig.cpu(iters=args.iters, seed=args.seed, save_every=0, **changes)
         if not ckpt.exists():
             train(args.videos, ckpt, config, device="cpu",
-                  progress=lambda step, total, loss: losses.append(loss),
+                  progress=lambda step, total, loss, losses=losses: losses.append(loss),
                   log=lambda msg: None)
         jf = score(ckpt, args.root, seqs, args.max_frames)
         tail = losses[-50:]

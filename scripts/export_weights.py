@@ -1,7 +1,8 @@
 """Turn a training checkpoint into shippable weights: encoder + centroids in fp16, the
 chosen inference settings, no optimiser state.
 
-    python scripts/export_weights.py runs/default/ckpt.pt corrflow_napari/weights/corrflow_default.pt \
+    python scripts/export_weights.py runs/default/ckpt.pt \
+        corrflow_napari/weights/corrflow_default.pt \
         --normalize 1 --metric negsqdist --temperature 0.05 --lab-weight 3 --frame-bn 1 \
         --lab-mix 0.5
 

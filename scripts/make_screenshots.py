@@ -43,10 +43,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    from imageio.v3 import imwrite
     from qtpy.QtWidgets import QApplication
+
     from corrflow_napari.demo import open_viewer
     from corrflow_napari.training import TrainConfig
-    from imageio.v3 import imwrite
 
     viewer, docks = open_viewer(show=True)
     app = QApplication.instance()

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import rotate, shift
 
-from corrflow_napari.evaluation.badja import (BadjaSequence, evaluate_badja_sequence, load_badja,
-                                   score_badja, to_frame_pixels)
 from corrflow_napari.errors import InputError
+from corrflow_napari.evaluation.badja import (
+    BadjaSequence,
+    evaluate_badja_sequence,
+    load_badja,
+    score_badja,
+    to_frame_pixels,
+)
 from corrflow_napari.propagation import TrackSettings, track_points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from corrflow_napari.errors import InputError
-from corrflow_napari.propagation import (PropagationSettings, propagate_labels,
-                                         propagate_values)
+from corrflow_napari.propagation import PropagationSettings, propagate_labels, propagate_values
 
 
 def moving_squares(t=12, h=64, w=80, step=2):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -24,11 +24,11 @@ def evaluate_davis_sequence(root, seq: str, features: str, weights, device: str,
     """Propagate one sequence from frame 0 and score it. ``features``: corrflow|lab|identity."""
     import torch
 
-    from .davis import frame_folder, load_annotations
+    from ..io import open_video, write_indexed_png
     from ..metrics import evaluate_sequence
     from ..model import load_model
     from ..propagation import propagate_labels
-    from ..io import open_video, write_indexed_png
+    from .davis import frame_folder, load_annotations
 
     if threads:
         torch.set_num_threads(threads)

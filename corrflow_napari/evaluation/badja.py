@@ -20,9 +20,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -227,8 +228,8 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
     frame numbers, "positions" (T, N, 2), "visible" (T, N), "joint_ids" (N,)),
     "start", "seconds", "s_per_frame".
     """
-    from ..propagation import track_points
     from ..io import open_video
+    from ..propagation import track_points
 
     seq = load_badja(badja_json)
     root = find_sequence_root(split_roots(davis_root), seq.name)

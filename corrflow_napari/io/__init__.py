@@ -33,9 +33,9 @@ import subprocess
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -727,7 +727,7 @@ class Video:
 
     # ---- construction
     @classmethod
-    def from_array(cls, arr, name: str = "array", fps: float | None = None) -> "Video":
+    def from_array(cls, arr, name: str = "array", fps: float | None = None) -> Video:
         """Wrap an in-memory ``(T,H,W,3)``, ``(T,H,W)``, ``(T,H,W,1)`` or ``(T,H,W,4)``
         array (any numeric dtype; non-uint8 is rescaled with the array's min/max)."""
         if isinstance(arr, Video):

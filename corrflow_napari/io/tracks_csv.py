@@ -28,7 +28,7 @@ def write_tracks_csv(path, ids, positions, visible, frames=None,
     os.replace(tmp, path)
 
 
-def read_points_csv(path) -> tuple[list[str], "np.ndarray"]:
+def read_points_csv(path) -> tuple[list[str], np.ndarray]:
     """Read ``track_id,t,y,x`` rows: (ids, (N, 3) float t, y, x pixels)."""
     p = Path(path)
     if not p.is_file():

@@ -19,7 +19,8 @@ references, so a propagation loop tiles each frame once however often it is a re
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -332,7 +333,8 @@ def restricted_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.
 
 def full_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.Tensor,
                    temperature: float = 1.0) -> torch.Tensor:
-    """All-pairs attention (the paper's ablation): (B,C,H,W),(B,R,C,H,W),(B,R,V,H,W) -> (B,V,H,W)."""
+    """All-pairs attention (the paper's ablation):
+    (B,C,H,W), (B,R,C,H,W), (B,R,V,H,W) -> (B,V,H,W)."""
     b, c, h, w = query.shape
     r_n, v = refs.shape[1], values.shape[2]
     q = query.reshape(b, c, h * w).transpose(1, 2)                          # B, HW, C

@@ -36,9 +36,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -112,12 +112,12 @@ class TrainConfig:
             raise InputError(f"frame interval {self.interval} must be >= 1.")
 
     @classmethod
-    def paper(cls, **kw) -> "TrainConfig":
+    def paper(cls, **kw) -> TrainConfig:
         """The paper / authors' recipe: 256x256, batch 6, Adam 2e-4, 1M iterations, width 1."""
         return cls(**kw)
 
     @classmethod
-    def cpu(cls, **kw) -> "TrainConfig":
+    def cpu(cls, **kw) -> TrainConfig:
         """A configuration that trains in hours, not years, on a small CPU: 128x128 crops,
         batch 2, a half-width encoder (1.3M parameters), 5000 steps.
 
@@ -131,7 +131,7 @@ class TrainConfig:
         return cls(**base)
 
     @classmethod
-    def finetune(cls, **kw) -> "TrainConfig":
+    def finetune(cls, **kw) -> TrainConfig:
         """Fine-tuning defaults (see :func:`finetune` for the measurements behind them)."""
         base = dict(crop=128, batch=2, lr=1e-4, iters=60, lr_milestones=(),
                     scale_to="native", scale=(0.5, 1.0), frozen_bn=True, save_every=0,
@@ -144,7 +144,7 @@ class TrainConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -210,7 +210,7 @@ def expand_video_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def _as_video(v):
     """A path (opened lazily with ``open_video``), a Video, or a (T, H, W, 3) uint8 array."""
     if isinstance(v, (str, os.PathLike)):
-        from ..io import open_video   # written separately; imported only when needed
+        from ..io import open_video  # written separately; imported only when needed
         return open_video(v)
     if isinstance(v, torch.Tensor):
         v = v.cpu().numpy()
@@ -943,8 +943,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 def finetune_cli(args: argparse.Namespace) -> int:
     """``corrflow finetune``: fine-tune the weights on one video and write ``--out``;
     returns the exit status 0 (bad input raises InputError)."""
-    from ..model import load_model
     from ..io import open_video
+    from ..model import load_model
     if args.weights is not None and str(args.weights).lower() == "lab":
         raise InputError("the Lab baseline has no weights to fine-tune; use CorrFlow weights.")
     if args.iters is not None and args.iters < 1:

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import InputError
 
@@ -167,9 +174,9 @@ class _SharedWeights:
 
     def __init__(self):
         self.path: str | None = None
-        self._boxes: "weakref.WeakSet[WeightsBox]" = weakref.WeakSet()
+        self._boxes: weakref.WeakSet[WeightsBox] = weakref.WeakSet()
 
-    def register(self, box: "WeightsBox") -> None:
+    def register(self, box: WeightsBox) -> None:
         self._boxes.add(box)
         if self.path is not None and Path(self.path).exists():
             box.add_file(self.path, select=True)
@@ -267,9 +274,9 @@ def get_model(weights: str, device: str = "auto", fresh: bool = False):
     Models are cached by (weights, device, file time); ``fresh`` gives a private copy
     (fine-tuning trains a copy anyway, but an untrained model must be new every time).
     """
+    from ..device import pick_device
     from ..model import SHIPPED_WEIGHTS, load_model
     from ..model.features import CorrFlowModel
-    from ..device import pick_device
     if weights == SCRATCH:
         return CorrFlowModel().to(pick_device(device)).eval()
     spec = None if weights == SHIPPED else weights

@@ -12,12 +12,34 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                            QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import InputError
-from ._common import (SCRATCH, SHIPPED, LayerCombo, Relay, WeightsBox, describe_weights,
-                      device_combo, get_model, run_guarded, shared_weights, video_frames)
+from ._common import (
+    SCRATCH,
+    SHIPPED,
+    LayerCombo,
+    Relay,
+    WeightsBox,
+    describe_weights,
+    device_combo,
+    get_model,
+    run_guarded,
+    shared_weights,
+    video_frames,
+)
 from .loss_plot import LossPlot
 
 

@@ -12,12 +12,32 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import InputError
-from ._common import (LayerCombo, Relay, WeightsBox, current_frame, describe_weights,
-                      device_combo, fingerprint, get_model, run_guarded, video_frames)
+from ._common import (
+    LayerCombo,
+    Relay,
+    WeightsBox,
+    current_frame,
+    describe_weights,
+    device_combo,
+    fingerprint,
+    get_model,
+    run_guarded,
+    video_frames,
+)
 
 #: layer.metadata key: {frame: set of fingerprints of label frames this widget wrote}
 WRITTEN_KEY = "corrflow_propagated"

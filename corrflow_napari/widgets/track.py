@@ -7,17 +7,25 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Image, Points, Tracks
+from napari.layers import Image, Points
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..errors import InputError
-from ._common import (LayerCombo, Relay, WeightsBox, current_frame, describe_weights,
-                      device_combo, get_model, run_guarded, video_frames)
+from ._common import (
+    LayerCombo,
+    Relay,
+    WeightsBox,
+    current_frame,
+    describe_weights,
+    device_combo,
+    get_model,
+    run_guarded,
+    video_frames,
+)
 
 VISIBLE_COLOUR = "#39ff14"     # confident
 HIDDEN_COLOUR = "#ff3b3b"      # low confidence (occluded / lost)

@@ -15,8 +15,9 @@ def clip(sample):
 
 
 def write_format(kind, clip, folder):
-    from PIL import Image
     import tifffile
+    from PIL import Image
+
     from corrflow_napari.io import write_video
     if kind == "mp4":
         path = folder / "bunny.mp4"

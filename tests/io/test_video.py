@@ -6,7 +6,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import imageio.v2 as iio2
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -15,8 +14,16 @@ from PIL import Image
 
 from corrflow_napari import io as vmod
 from corrflow_napari.errors import InputError
-from corrflow_napari.io import (Video, as_video, davis_palette, open_video, overlay,
-                                   read_mask, write_indexed_png, write_video)
+from corrflow_napari.io import (
+    Video,
+    as_video,
+    davis_palette,
+    open_video,
+    overlay,
+    read_mask,
+    write_indexed_png,
+    write_video,
+)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -642,7 +649,7 @@ def test_real_clip_and_davis_sequence():
     v = open_video(clip)
     assert v.shape[0] == 250 and v.fps == pytest.approx(25.0)
     last = v[249]
-    for f in v:                  # sequential decode of the whole clip, bounded cache
+    for _f in v:                 # sequential decode of the whole clip, bounded cache
         pass
     assert len(v._cache) <= v.cache_size
     np.testing.assert_array_equal(v[249], last)

@@ -9,16 +9,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from corrflow_napari import training as tr
 from corrflow_napari.errors import InputError
 from corrflow_napari.model import SHIPPED_WEIGHTS, load_model, read_checkpoint, save_checkpoint
 from corrflow_napari.model import checkpoint as ckmod
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
-from corrflow_napari import training as tr
-from corrflow_napari.training import (ClipSampler, TrainConfig, add_finetune_arguments,
-                                      add_train_arguments, config_from_args, expand_video_paths,
-                                      finetune, fit_centroids, interval_for, lr_at,
-                                      make_optimizer, p_at, train, train_step)
+from corrflow_napari.training import (
+    ClipSampler,
+    TrainConfig,
+    add_finetune_arguments,
+    add_train_arguments,
+    config_from_args,
+    expand_video_paths,
+    finetune,
+    fit_centroids,
+    interval_for,
+    lr_at,
+    make_optimizer,
+    p_at,
+    train,
+    train_step,
+)
 
 
 def texture_video(t=12, h=80, w=80, shift=2, seed=0) -> np.ndarray:

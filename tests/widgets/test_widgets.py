@@ -8,8 +8,7 @@ from qtpy.QtCore import QTimer
 
 from corrflow_napari.model import load_model
 from corrflow_napari.propagation import propagate_labels
-from corrflow_napari.widgets import FinetuneWidget, PropagateWidget, TrackWidget
-from corrflow_napari.widgets import _common
+from corrflow_napari.widgets import FinetuneWidget, PropagateWidget, TrackWidget, _common
 
 WAIT_MS = 90_000
 
