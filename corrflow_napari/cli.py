@@ -45,22 +45,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
+    from .options import add_arguments
+    from .propagation import PropagationSettings
     p.add_argument("--features", choices=["corrflow", "lab"], default="corrflow",
                    help="corrflow: the learned model (default); lab: no-learning Lab-colour "
                         "baseline")
-    p.add_argument("--topk", type=int, default=None, help="matches kept per position")
-    p.add_argument("--n-recent", type=int, default=None, help="previous frames as references")
-    p.add_argument("--radius", type=int, default=None, help="window radius M (13x13: 6)")
-    p.add_argument("--scale", type=float, default=None,
-                   help="resize frames by this factor before matching (e.g. 0.5: faster)")
+    add_arguments(p, PropagationSettings)
 
 
 def _settings(args):
-    from .propagation import with_settings
-    if args.scale is not None and not 0.05 <= args.scale <= 4:
-        raise InputError(f"--scale {args.scale} is out of range; use a factor in 0.05..4.")
-    return with_settings(None, topk=args.topk, n_recent=args.n_recent, radius=args.radius,
-                         scale=args.scale)
+    from .options import from_arguments
+    from .propagation import PropagationSettings
+    return from_arguments(PropagationSettings, args)
 
 
 def _track_settings(args):

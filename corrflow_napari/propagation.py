@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -25,21 +25,32 @@ import torch.nn.functional as F
 from .errors import InputError
 from .model.attention import ReferenceTiles, attend, prepare_reference, restricted_attention
 from .model.features import AffinityGroup, FeatureExtractor
+from .options import option
 
 ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class PropagationSettings:
-    """Test-time protocol. Defaults chosen by measurement on the dev set (see README)."""
+    """Test-time protocol. Defaults chosen by measurement on the dev set (see README).
 
-    radius: int = 6             # M: window is (2M+1)^2 at feature resolution
-    topk: int | None = 10       # keep the k best matches per position (None: all in window)
-    n_recent: int = 3           # previous propagated frames kept as references
-    max_keyframes: int = 1      # keyframes used as references: the segment's own keyframe
-    #   first, then the nearest others in time. 1 by default: a later correction must win over
-    #   an earlier keyframe that disagrees with it (see test_keyframe_correction_is_honoured).
-    scale: float = 1.0          # resize frames by this factor before encoding (faster, coarser)
+    ``max_keyframes`` is 1 by default: a later correction must win over an earlier
+    keyframe that disagrees with it (see test_keyframe_correction_is_honoured).
+    """
+
+    radius: int = field(default=6, metadata=option(
+        "window radius M at feature resolution (the window is (2M+1)^2 cells)",
+        minimum=1, maximum=32))
+    topk: int | None = field(default=10, metadata=option(
+        "matches kept per position", minimum=1, maximum=10000, none_means="all matches"))
+    n_recent: int = field(default=3, metadata=option(
+        "previously propagated frames kept as references", minimum=0, maximum=32))
+    max_keyframes: int = field(default=1, metadata=option(
+        "keyframes used as references (the segment's own first, then the nearest)",
+        minimum=1, maximum=32))
+    scale: float = field(default=1.0, metadata=option(
+        "resize frames by this factor before matching (0.5: about 4x faster, coarser)",
+        minimum=0.05, maximum=1.0))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
