@@ -204,8 +204,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_eval_davis(args) -> int:
-    from .evaluation import evaluate_davis
-    from .evaluation.davis import resolve_sequences
+    from .evaluation import evaluate_davis, resolve_sequences
     from .metrics import format_table
     seqs = resolve_sequences(args.root, args.sequences)
     features = args.baseline or args.features
@@ -220,7 +219,7 @@ def cmd_eval_davis(args) -> int:
 
 
 def cmd_eval_badja(args) -> int:
-    from .evaluation.badja import run_eval_badja
+    from .evaluation import run_eval_badja
     settings = _settings(args)
     model = None if args.static else _model(args)
     method = "static" if args.static else args.features

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrflow_napari.evaluation.davis import load_sequence_prefix, resolve_sequences
+from corrflow_napari.evaluation import load_sequence_prefix, resolve_sequences
 from corrflow_napari.metrics import evaluate_sequence
 from corrflow_napari.model import load_model
 from corrflow_napari.propagation import propagate_labels

@@ -1,9 +1,4 @@
-"""BADJA keypoint evaluation: real animal joints on DAVIS videos.
-
-BADJA (Biggs et al., "Creatures Great and SMAL", ACCV 2018) gives, for some DAVIS
-sequences, one JSON per sequence: a list of annotated frames (about every 5th), each
-with ``image_path`` (the frame number is the file name), ``joints`` (37 rows of
-``[row, col]`` on the 1920x1080 original frames) and ``visibility``.
+"""BADJA keypoint evaluation: track the joints of the first annotated frame and score them.
 
 Protocol (as BADJA scores): the joints visible on the first annotated frame are tracked
 with :func:`~corrflow_napari.propagation.track_points` from that frame to the end of the
@@ -12,73 +7,31 @@ there (and on the first frame) is correct when its error <= alpha x sqrt(area of
 object's ground-truth mask on that frame), alpha = 0.1 and 0.2; PCK pools all scored
 joints of the sequence. Distances are measured in the annotation's 1920x1080 pixels,
 the mask area (480p DAVIS annotation, non-zero = object) converted to those pixels.
-The "static" floor leaves every point where it was given.
+The "static" floor leaves every point where it was given. The annotation format is
+described in :mod:`.badja_data`.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import InputError
-
-ALPHAS = (0.1, 0.2)
-NATIVE_HW = (1080, 1920)   # BADJA joints are on the full-resolution DAVIS frames
-
-
-class BadjaSequence(NamedTuple):
-    """One sequence's annotations. ``frames`` (K,) video frame numbers (increasing);
-    ``joints`` (K, J, 2) (y, x) in BADJA's 1920x1080 pixels; ``visible`` (K, J) bool."""
-
-    name: str
-    frames: np.ndarray
-    joints: np.ndarray
-    visible: np.ndarray
-
-
-def load_badja(path: str | os.PathLike) -> BadjaSequence:
-    """Read one BADJA JSON (the sequence name is the file's stem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"BADJA annotation {path} does not exist; give the folder holding "
-                         "<sequence>.json files.")
-    try:
-        entries = json.loads(path.read_text())
-        rows = []
-        for e in entries:
-            frame = int(Path(str(e["image_path"]).replace("\\", "/")).stem)
-            joints = np.asarray(e["joints"], dtype=np.float64).reshape(-1, 2)
-            vis = np.asarray(e["visibility"], dtype=bool).reshape(-1)
-            if len(vis) != len(joints):
-                raise ValueError(f"{len(joints)} joints but {len(vis)} visibility flags")
-            rows.append((frame, joints, vis))
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not a BADJA annotation file ({exc}).") from None
-    if not rows:
-        raise InputError(f"{path} holds no annotated frame.")
-    rows.sort(key=lambda r: r[0])
-    if len({r[1].shape for r in rows}) != 1:
-        raise InputError(f"{path}: annotated frames have different numbers of joints.")
-    return BadjaSequence(path.stem, np.array([r[0] for r in rows]),
-                         np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]))
-
-
-def to_frame_pixels(joints: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """BADJA (y, x) on 1920x1080 -> (y, x) on frames of size ``hw`` (e.g. 480x854:
-    y * 480/1080, x * 854/1920)."""
-    return np.asarray(joints, float) * np.array([hw[0] / NATIVE_HW[0], hw[1] / NATIVE_HW[1]])
-
-
-def to_native_pixels(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`to_frame_pixels`."""
-    return np.asarray(points, float) * np.array([NATIVE_HW[0] / hw[0], NATIVE_HW[1] / hw[1]])
+from .badja_data import (
+    ALPHAS,
+    NATIVE_HW,
+    BadjaSequence,
+    first_frames,
+    load_badja,
+    resolve_badja_sequences,
+    to_frame_pixels,
+    to_native_pixels,
+)
+from .davis_data import find_sequence_root, frame_folder, read_frame_annotation, split_roots
+from .results import format_badja_table, summarise_badja, write_results
 
 
 def score_badja(pred: np.ndarray, seq: BadjaSequence, areas: np.ndarray,
@@ -126,58 +79,6 @@ def score_badja(pred: np.ndarray, seq: BadjaSequence, areas: np.ndarray,
     return out
 
 
-# --------------------------------------------------------------------------- data
-
-
-def find_sequence_root(roots: Sequence[str | os.PathLike], seq: str) -> Path:
-    """The first DAVIS root holding frames of ``seq``."""
-    for r in roots:
-        if (Path(r) / "JPEGImages" / "480p" / seq).is_dir():
-            return Path(r)
-    raise InputError(f"sequence {seq} has no frames in {', '.join(map(str, roots))} "
-                     "(looked for JPEGImages/480p/" + seq + "); add the DAVIS folder that "
-                     "holds it.")
-
-
-def split_roots(spec) -> list[Path]:
-    """DAVIS roots given as one path, a list, or a string joined by ',' or os.pathsep."""
-    if isinstance(spec, (str, os.PathLike)):
-        parts = [p for chunk in str(spec).split(os.pathsep) for p in chunk.split(",")]
-    else:
-        parts = [str(p) for p in spec]
-    roots = [Path(p.strip()) for p in parts if p.strip()]
-    if not roots:
-        raise InputError("no DAVIS folder given.")
-    for r in roots:
-        if not (r / "JPEGImages" / "480p").is_dir():
-            raise InputError(f"{r} is not a DAVIS folder (no JPEGImages/480p inside); give the "
-                             "folder that contains JPEGImages and Annotations.")
-    return roots
-
-
-def available_sequences(badja_dir: str | os.PathLike) -> list[str]:
-    d = Path(badja_dir)
-    if not d.is_dir():
-        raise InputError(f"BADJA folder {d} does not exist.")
-    names = sorted(p.stem for p in d.glob("*.json"))
-    if not names:
-        raise InputError(f"no BADJA <sequence>.json files in {d}.")
-    return names
-
-
-def resolve_badja_sequences(badja_dir, spec: str) -> list[str]:
-    """``"all"`` or a comma list -> sequence names that have a BADJA JSON."""
-    have = available_sequences(badja_dir)
-    if spec.strip().lower() == "all":
-        return have
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    missing = [s for s in names if s not in have]
-    if missing or not names:
-        raise InputError(f"no BADJA annotation for {', '.join(missing) or 'any sequence'} in "
-                         f"{badja_dir}; available: {', '.join(have)}.")
-    return names
-
-
 class _FrameRange:
     """Frames ``start .. stop-1`` of a lazy video, as a lazy (T, H, W, 3) array."""
 
@@ -192,24 +93,6 @@ class _FrameRange:
         if not 0 <= t < len(self):
             raise IndexError(t)
         return np.asarray(self.video[self.start + t])
-
-
-def _object_area(root: Path, seq: str, frame: int) -> tuple[int, tuple[int, int]]:
-    from ..io import read_mask
-    path = root / "Annotations" / "480p" / seq / f"{frame:05d}.png"
-    if not path.is_file():
-        raise InputError(f"ground-truth mask {path} is missing; BADJA scoring needs the "
-                         "DAVIS annotation of every annotated frame.")
-    mask, _ = read_mask(path)
-    return int(np.count_nonzero(mask)), mask.shape
-
-
-def _first_mask(root: Path, seq: str, frame: int) -> np.ndarray:
-    from ..io import read_mask
-    return read_mask(root / "Annotations" / "480p" / seq / f"{frame:05d}.png")[0] != 0
-
-
-# --------------------------------------------------------------------------- evaluation
 
 
 def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
@@ -233,15 +116,14 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
 
     seq = load_badja(badja_json)
     root = find_sequence_root(split_roots(davis_root), seq.name)
-    video = open_video(root / "JPEGImages" / "480p" / seq.name)
+    video = open_video(frame_folder(root, seq.name))
     t_video, h, w = len(video), int(video.shape[1]), int(video.shape[2])
     start = int(seq.frames[0])
     stop = t_video if max_frames is None else min(t_video, start + max(1, int(max_frames)))
     if start >= t_video:
         raise InputError(f"{seq.name}: first annotated frame {start} but the video has "
                          f"{t_video} frames.")
-    keep = seq.frames < stop
-    seq = BadjaSequence(seq.name, seq.frames[keep], seq.joints[keep], seq.visible[keep])
+    seq = first_frames(seq, stop)
     ids = np.flatnonzero(seq.visible[0])
     if len(ids) == 0:
         raise InputError(f"{seq.name}: no joint is visible on the first annotated frame.")
@@ -255,17 +137,18 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
         visible = np.ones(positions.shape[:2], bool)
     else:
         pts = np.concatenate([np.zeros((len(ids), 1)), first], axis=1)
-        masks = {0: _first_mask(root, seq.name, start)} if use_mask else None
+        masks = {0: read_frame_annotation(root, seq.name, start) != 0} if use_mask else None
         tracks = track_points(model, frames, pts, progress=progress, settings=settings,
                               track_settings=track_settings, object_masks=masks)
         positions, visible = tracks.positions, tracks.visible
     seconds = time.perf_counter() - t0
     areas = []
     for f in seq.frames:
-        area, shape = _object_area(root, seq.name, int(f))
-        if shape != (h, w):
-            raise InputError(f"{seq.name}: mask of frame {f} is {shape}, frames are {(h, w)}.")
-        areas.append(area)
+        mask = read_frame_annotation(root, seq.name, int(f))
+        if mask.shape != (h, w):
+            raise InputError(f"{seq.name}: mask of frame {f} is {mask.shape}, frames are "
+                             f"{(h, w)}.")
+        areas.append(int(np.count_nonzero(mask)))
     pred = np.full(seq.joints.shape, np.nan)
     pred[:, ids] = positions[seq.frames - start]
     pred_vis = np.zeros(seq.visible.shape, bool)
@@ -276,44 +159,6 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
                   tracks={"frames": np.arange(start, stop), "positions": positions,
                           "visible": visible, "joint_ids": ids})
     return result
-
-
-def summarise_badja(results: dict[str, dict], alphas: Sequence[float] = ALPHAS) -> dict:
-    """Mean over sequences of each PCK (sequences weigh equally; NaN ones skipped)."""
-    out = {}
-    for a in alphas:
-        vals = [r[f"pck@{a:g}"] for r in results.values()
-                if not math.isnan(r.get(f"pck@{a:g}", float("nan")))]
-        out[f"pck@{a:g}"] = float(np.mean(vals)) if vals else float("nan")
-    return out
-
-
-def format_badja_table(columns: dict[str, dict[str, dict]], alphas: Sequence[float] = ALPHAS
-                       ) -> str:
-    """Table of PCK (percent) per sequence and mean; one column pair per method.
-
-    columns: {method name: {sequence: result dict}}.
-    """
-    names = list(columns)
-    seqs: list[str] = []
-    for res in columns.values():
-        seqs += [s for s in res if s not in seqs]
-    head = f"{'sequence':<16}" + "".join(f"{n[:17]:>18}" for n in names)
-    sub = f"{'':<16}" + "".join(f"{'PCK@' + '/'.join(f'{a:g}' for a in alphas):>18}"
-                                for _ in names)
-    lines = [head, sub, "-" * len(head)]
-
-    def cell(r):
-        if r is None:
-            return f"{'-':>18}"
-        vals = [r.get(f"pck@{a:g}", float("nan")) for a in alphas]
-        return f"{' / '.join('  -' if math.isnan(v) else f'{100 * v:.1f}' for v in vals):>18}"
-
-    for s in seqs:
-        lines.append(f"{s:<16}" + "".join(cell(columns[n].get(s)) for n in names))
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':<16}" + "".join(cell(summarise_badja(columns[n])) for n in names))
-    return "\n".join(lines)
 
 
 def write_badja_tracks_csv(path, result: dict) -> None:
@@ -362,8 +207,7 @@ def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None
     roots = split_roots(davis_roots)
     names = resolve_badja_sequences(badja_dir, sequences)
     if sequences.strip().lower() == "all":                 # those whose frames are here
-        found = [n for n in names if any((r / "JPEGImages" / "480p" / n).is_dir()
-                                         for r in roots)]
+        found = [n for n in names if any(frame_folder(r, n).is_dir() for r in roots)]
         if not found:
             raise InputError(f"none of the BADJA sequences ({', '.join(names)}) has frames in "
                              f"{', '.join(map(str, roots))}; give the DAVIS folder(s) holding "
@@ -386,23 +230,10 @@ def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None
                                          settings=settings, track_settings=track_settings,
                                          use_mask=use_mask, tracks_dir=out_dir, **common)
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
         payload = {"sequences": names, "davis_roots": [str(r) for r in roots],
                    "max_frames": max_frames, "use_mask": use_mask,
                    "settings": asdict(settings), "track_settings": asdict(track_settings),
                    "methods": {m: {"mean": summarise_badja(res), "sequences": res}
                                for m, res in columns.items()}}
-        tmp = Path(out_dir) / ".results.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
-        os.replace(tmp, Path(out_dir) / "results.json")
+        write_results(out_dir, payload)
     return columns, format_badja_table(columns)
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
