@@ -704,7 +704,7 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
         raise InputError("only CorrFlow weights can be fine-tuned (not the Lab baseline).")
     log = log or _noop
     config = config or TrainConfig.finetune()
-    if getattr(model, "frame_bn", False) and config.frozen_bn:
+    if model.inference.frame_bn and config.frozen_bn:
         # the model normalises each frame with its own statistics at inference: train with
         # the batch's statistics too, not with the stored running ones
         config = replace(config, frozen_bn=False)
