@@ -16,6 +16,7 @@ script is run again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -41,8 +42,7 @@ EMBEDDING_ONLY = {"normalize": True, "metric": "negsqdist", "temperature": 0.05,
 
 def score(ckpt: Path, root: str, seqs: list[str], max_frames: int) -> dict[str, float]:
     model = load_model(ckpt, device="cpu")
-    for k, v in EMBEDDING_ONLY.items():
-        setattr(model, k, v)
+    model.inference = dataclasses.replace(model.inference, **EMBEDDING_ONLY)
     out = {}
     for seq in seqs:
         frames, gt = load_sequence_prefix(root, seq, max_frames)

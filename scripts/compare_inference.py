@@ -18,7 +18,7 @@ import numpy as np
 
 from corrflow_napari.evaluation import load_sequence_prefix, resolve_sequences
 from corrflow_napari.metrics import evaluate_sequence
-from corrflow_napari.model import load_model
+from corrflow_napari.model import InferenceSettings, load_model
 from corrflow_napari.propagation import propagate_labels
 
 
@@ -46,8 +46,7 @@ def main() -> None:
         frames, gt = load_sequence_prefix(args.root, seq, args.max_frames)
         for name, opts in variants:
             model = load_model("lab" if name == "lab" else args.ckpt, device="cpu")
-            for k, v in opts.items():
-                setattr(model, k, bool(v) if k in ("normalize", "frame_bn") else v)
+            model.inference = InferenceSettings.from_dict({**model.inference.to_dict(), **opts})
             pred = propagate_labels(model, frames, {0: gt[0]})
             table[name][seq] = 100 * evaluate_sequence(gt, pred)["JF"]
             print(f"{seq:16s} {name:10s} {table[name][seq]:5.1f}", flush=True)

@@ -1,5 +1,6 @@
 """Propagation engine: ids, keyframes, directions, cancel, progress, keypoints."""
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -211,12 +212,12 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
         return torch.stack([got[t] for t in range(1, 5)])
 
     model = load_model(device="cpu")
-    model.lab_mix = 0.0
+    model.inference = replace(model.inference, lab_mix=0.0)
     learned = values(model)
-    model.lab_mix = 1.0
+    model.inference = replace(model.inference, lab_mix=1.0)
     assert [g.weight for g in model.affinity_groups()] == [1.0]
     torch.testing.assert_close(values(model), values(lab), atol=1e-4, rtol=0)
-    model.lab_mix = 0.5
+    model.inference = replace(model.inference, lab_mix=0.5)
     torch.testing.assert_close(values(model), 0.5 * learned + 0.5 * values(lab),
                                atol=1e-4, rtol=0)
     assert not torch.allclose(learned, values(lab), atol=1e-2)   # the two really differ

@@ -1,4 +1,5 @@
-"""Model: CorrFlow encoder, restricted attention, colour utilities, checkpoints."""
+"""Model: CorrFlow encoder, inference settings, restricted attention, colour utilities,
+checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from .attention import full_attention, restricted_attention
 from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from .encoder import CorrFlowEncoder, EncoderConfig
 from .features import CorrFlowModel, FeatureExtractor, LabFeatures
+from .inference_settings import InferenceSettings
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "corrflow_default.pt"
 
@@ -34,4 +36,5 @@ def load_model(weights: str | Path | None = None, device: str = "auto") -> Featu
 
 __all__ = ["load_model", "restricted_attention", "full_attention", "CorrFlowEncoder",
            "EncoderConfig", "CorrFlowModel", "LabFeatures", "FeatureExtractor",
-           "save_checkpoint", "read_checkpoint", "model_from_checkpoint", "SHIPPED_WEIGHTS"]
+           "InferenceSettings", "save_checkpoint", "read_checkpoint", "model_from_checkpoint",
+           "SHIPPED_WEIGHTS"]

@@ -1,5 +1,6 @@
 """One checkpoint file holds: encoder config, weights, the (16, 2) colour centroids,
-inference settings and (for training) optimiser state, step and training config.
+inference settings (:class:`InferenceSettings` as a plain dict) and (for training)
+optimiser state, step and training config.
 Files are written atomically (temp file in the same folder + ``os.replace``)."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from ..errors import InputError
 from .encoder import EncoderConfig
 from .features import CorrFlowModel
+from .inference_settings import InferenceSettings
 
 FORMAT = "corrflow-napari-checkpoint"
 VERSION = 1
@@ -46,7 +48,7 @@ def save_checkpoint(path, model: CorrFlowModel, *, half: bool = False, **extra) 
     obj = {"format": FORMAT, "version": VERSION,
            "encoder_config": model.config.to_dict(), "encoder": state,
            "centroids": model.centroids.detach().cpu().float(),
-           "inference": model.inference_settings()}
+           "inference": model.inference.to_dict()}
     obj.update(extra)
     atomic_torch_save(obj, path)
 
@@ -79,9 +81,12 @@ def read_checkpoint(path) -> dict:
 def model_from_checkpoint(obj: dict, source: str = "checkpoint") -> CorrFlowModel:
     """Build a CorrFlowModel from a checkpoint dict (float32 weights)."""
     try:
+        inference = InferenceSettings.from_dict(obj.get("inference"))
+    except InputError as exc:
+        raise InputError(f"weights file {source}: {exc}") from None
+    try:
         config = EncoderConfig(**obj["encoder_config"])
-        model = CorrFlowModel(config, centroids=obj["centroids"].float(),
-                              inference=obj.get("inference"))
+        model = CorrFlowModel(config, centroids=obj["centroids"].float(), inference=inference)
         model.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
                                        for k, v in obj["encoder"].items()})
     except (KeyError, TypeError, RuntimeError) as exc:

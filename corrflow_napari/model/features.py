@@ -1,9 +1,10 @@
 """Feature extractors used for propagation: the learned CorrFlow model and the
 no-learning Lab-colour baseline. Both map ``(B, H, W, 3) uint8`` frames to
-``(B, C, ceil(H/4), ceil(W/4))`` float features and carry their matching settings."""
+``(B, C, ceil(H/4), ceil(W/4))`` float features and carry their :class:`InferenceSettings`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from .colour import rgb_to_lab
 from .encoder import CorrFlowEncoder, EncoderConfig
+from .inference_settings import InferenceSettings
 
 
 def frames_to_tensor(frames, device) -> torch.Tensor:
@@ -34,14 +36,17 @@ class AffinityGroup(NamedTuple):
     colour: bool = False      # the channels are Lab colour only
 
 
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(InferenceSettings))
+
+
 class FeatureExtractor(nn.Module):
-    """Base: ``encode`` frames; ``metric``/``temperature``/``normalize`` define the affinity."""
+    """Base: ``encode`` frames; ``inference`` (:class:`InferenceSettings`) defines the
+    affinity and the feature post-processing. Change it by assigning a new one:
+    ``model.inference = dataclasses.replace(model.inference, lab_mix=0.5)``."""
 
     stride = 4
     name = "base"
-    metric = "dot"
-    temperature = 1.0
-    normalize = False
+    inference = InferenceSettings()
 
     @property
     def device(self) -> torch.device:
@@ -51,25 +56,27 @@ class FeatureExtractor(nn.Module):
             return b.device
         return torch.device("cpu")
 
+    def __setattr__(self, name, value):
+        if name in _SETTING_NAMES:      # would be silently ignored: settings live in inference
+            raise AttributeError(f"{name} is an inference setting; assign model.inference = "
+                                 f"dataclasses.replace(model.inference, {name}=...).")
+        super().__setattr__(name, value)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    lab_weight = 0.0
-    lab_mix = 0.0
 
     def affinity_groups(self) -> list[AffinityGroup]:
         """How the attention reads ``encode()``: propagated values are the weighted sum of
         each group's attention. One group (all channels) unless ``lab_mix`` > 0 and Lab
         colour is appended: then ``1 - lab_mix`` x that plus ``lab_mix`` x the Lab-colour
         baseline's own affinity on the appended channels (a mixture of the two)."""
-        whole = AffinityGroup(0, None, self.metric, self.temperature, 1.0,
-                              colour=self.name == "lab")
-        if self.lab_mix <= 0 or self.lab_weight <= 0:
+        s, lab_s = self.inference, LabFeatures.inference
+        whole = AffinityGroup(0, None, s.metric, s.temperature, 1.0, colour=self.name == "lab")
+        if s.lab_mix <= 0 or s.lab_weight <= 0:
             return [whole]
-        lab = AffinityGroup(-3, None, LabFeatures.metric,
-                            LabFeatures.temperature * self.lab_weight ** 2, self.lab_mix,
-                            colour=True)
-        return [g for g in (whole._replace(weight=1 - self.lab_mix), lab) if g.weight > 0]
+        lab = AffinityGroup(-3, None, lab_s.metric, lab_s.temperature * s.lab_weight ** 2,
+                            s.lab_mix, colour=True)
+        return [g for g in (whole._replace(weight=1 - s.lab_mix), lab) if g.weight > 0]
 
     @torch.inference_mode()
     def encode(self, frames) -> torch.Tensor:
@@ -77,10 +84,11 @@ class FeatureExtractor(nn.Module):
         with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0."""
         x = frames_to_tensor(frames, self.device)
         f = self.features(x).float()
-        if self.normalize:
+        s = self.inference
+        if s.normalize:
             f = F.normalize(f, dim=1)
-        if self.lab_weight > 0:
-            f = torch.cat([f, self.lab_weight * lab_features(x)[:, :, :f.shape[2], :f.shape[3]]], 1)
+        if s.lab_weight > 0:
+            f = torch.cat([f, s.lab_weight * lab_features(x)[:, :, :f.shape[2], :f.shape[3]]], 1)
         return f
 
 
@@ -96,8 +104,7 @@ class LabFeatures(FeatureExtractor):
     """
 
     name = "lab"
-    metric = "negsqdist"
-    temperature = 0.05
+    inference = InferenceSettings(metric="negsqdist", temperature=0.05)
 
     def __init__(self):
         super().__init__()
@@ -131,30 +138,22 @@ class CorrFlowModel(FeatureExtractor):
     name = "corrflow"
 
     def __init__(self, config: EncoderConfig | None = None, centroids: torch.Tensor | None = None,
-                 inference: dict | None = None):
+                 inference: InferenceSettings | None = None):
         super().__init__()
         self.encoder = CorrFlowEncoder(config)
         self.config = self.encoder.config
         self.register_buffer("centroids", centroids if centroids is not None
                              else torch.zeros(16, 2))
-        inference = inference or {}
-        self.metric = inference.get("metric", "dot")
-        self.temperature = float(inference.get("temperature", 1.0))
-        self.normalize = bool(inference.get("normalize", False))
-        self.lab_weight = float(inference.get("lab_weight", 0.0))
-        self.frame_bn = bool(inference.get("frame_bn", False))
-        self.lab_mix = float(inference.get("lab_mix", 0.0))
-
-    def inference_settings(self) -> dict:
-        return {"metric": self.metric, "temperature": self.temperature,
-                "normalize": self.normalize, "lab_weight": self.lab_weight,
-                "frame_bn": self.frame_bn, "lab_mix": self.lab_mix}
+        if inference is not None and not isinstance(inference, InferenceSettings):
+            raise TypeError("inference must be an InferenceSettings (a checkpoint's dict: "
+                            "InferenceSettings.from_dict)")
+        self.inference = inference or InferenceSettings()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
         normalises each frame with that frame's own statistics instead of the running
         statistics stored at training time (see the model card for the measurements)."""
-        if not self.frame_bn or self.training:
+        if not self.inference.frame_bn or self.training:
             return self.encoder(x)
         with _FRAME_BN_LOCK, _batchnorm_uses_input_statistics(self.encoder):
             return torch.cat([self.encoder(x[i:i + 1]) for i in range(x.shape[0])])

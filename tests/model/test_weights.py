@@ -1,8 +1,10 @@
 """The shipped default weights: present, small, the documented architecture and
 inference settings, and they carry the sample's mask like the Lab baseline does."""
+from dataclasses import replace
+
 import numpy as np
 
-from corrflow_napari.model import SHIPPED_WEIGHTS, load_model
+from corrflow_napari.model import SHIPPED_WEIGHTS, InferenceSettings, load_model
 from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.sample_data import load_sample
 
@@ -16,9 +18,9 @@ def test_shipped_weights_load_with_documented_settings():
     model = load_model(device="cpu")
     assert model.name == "corrflow"
     assert model.config.width == 0.5                      # the CPU recipe (model card)
-    assert model.inference_settings() == {"metric": "negsqdist", "temperature": 0.05,
-                                          "normalize": True, "lab_weight": 3.0,
-                                          "frame_bn": FRAME_BN, "lab_mix": LAB_MIX}
+    assert model.inference == InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                normalize=True, lab_weight=3.0,
+                                                frame_bn=FRAME_BN, lab_mix=LAB_MIX)
     assert model.centroids.shape == (16, 2) and bool(model.centroids.abs().sum() > 0)
 
 
@@ -48,7 +50,7 @@ def test_frame_bn_normalises_each_frame_by_itself_and_keeps_running_stats():
     frames[1] //= 3                               # a darker second frame
     stored = model.encode(frames)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.frame_bn = True
+    model.inference = replace(model.inference, frame_bn=True)
     both = model.encode(frames)
     alone = torch.cat([model.encode(frames[i:i + 1]) for i in range(2)])
     torch.testing.assert_close(both, alone)       # a frame's features ignore the others
@@ -56,4 +58,4 @@ def test_frame_bn_normalises_each_frame_by_itself_and_keeps_running_stats():
     for k, v in model.state_dict().items():       # nothing was updated
         torch.testing.assert_close(v, before[k])
     assert all(not m.training for m in model.modules())
-    assert model.inference_settings()["frame_bn"] is True
+    assert model.inference.to_dict()["frame_bn"] is True
