@@ -1,5 +1,8 @@
 """napari reader: video files, folders of frames and tif stacks -> one lazy RGB Image layer.
 
+It claims the files of :data:`corrflow_napari.io.READER_EXTENSIONS` (the patterns of
+``napari.yaml``) and folders of frames; single pictures are left to napari's own reader.
+
 ``get_reader(path)`` follows the napari convention: it returns ``None`` for paths it
 cannot read (so napari tries other readers) and a reader function otherwise. For a
 path it claims, the reader function raises :class:`~corrflow_napari.errors.InputError`
@@ -10,18 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".gif", ".mkv", ".webm", ".m4v")
-STACK_SUFFIXES = (".tif", ".tiff")
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-
-
-def _is_frame_folder(p: Path) -> bool:
-    try:
-        with os.scandir(p) as it:
-            return any(e.is_file() and not e.name.startswith(".")
-                       and Path(e.name).suffix.lower() in FRAME_SUFFIXES for e in it)
-    except OSError:
-        return False
+from .io.formats import CLIP_EXTENSIONS, TIFF_EXTENSIONS, is_frame_folder
 
 
 def _is_tif_stack(p: Path) -> bool:
@@ -53,11 +45,11 @@ def get_reader(path):
     except TypeError:
         return None
     if p.is_dir():
-        return read_video if _is_frame_folder(p) else None
+        return read_video if is_frame_folder(p) else None
     ext = p.suffix.lower()
-    if ext in VIDEO_SUFFIXES:
+    if ext in CLIP_EXTENSIONS:
         return read_video
-    if ext in STACK_SUFFIXES and (not p.exists() or _is_tif_stack(p)):
+    if ext in TIFF_EXTENSIONS and (not p.exists() or _is_tif_stack(p)):
         return read_video
     return None
 

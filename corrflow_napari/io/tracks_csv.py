@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .atomic import atomic_path
 
 
 def write_tracks_csv(path, ids, positions, visible, frames=None,
@@ -16,16 +16,14 @@ def write_tracks_csv(path, ids, positions, visible, frames=None,
     visible (T, N); frames: the frame number of each of the T rows (default 0..T-1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     frames = range(positions.shape[0]) if frames is None else frames
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow([id_column, "t", "y", "x", "visible"])
         for k, t in enumerate(frames):
             for i, tid in enumerate(ids):
                 y, x = positions[k, i]
                 w.writerow([tid, int(t), f"{y:.2f}", f"{x:.2f}", int(bool(visible[k, i]))])
-    os.replace(tmp, path)
 
 
 def read_points_csv(path) -> tuple[list[str], np.ndarray]:

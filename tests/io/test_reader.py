@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from corrflow_napari.errors import InputError
+from corrflow_napari.io import READER_EXTENSIONS
 from corrflow_napari.reader import get_reader
+
+from .media import write_with_ffmpeg
 
 T, H, W = 5, 48, 64
 
@@ -73,3 +76,25 @@ def test_reader_reports_a_claimed_broken_file(tmp_path):
     with pytest.raises(InputError) as err:
         reader(str(bad))
     assert "broken.mp4" in str(err.value) and "\n" not in str(err.value)
+
+
+
+@pytest.mark.parametrize("ext", READER_EXTENSIONS)
+def test_reader_claims_every_extension_of_the_table(tmp_path, ext):
+    assert get_reader(str(tmp_path / f"clip{ext}")) is not None
+    assert get_reader(str(tmp_path / f"CLIP{ext.upper()}")) is not None
+
+
+def test_reader_opens_mpeg_ts_and_webp_frames(tmp_path, clip):
+    from PIL import Image
+    ts = write_with_ffmpeg(tmp_path / "bunny.ts", clip, fps=10)
+    folder = tmp_path / "webp_frames"
+    folder.mkdir()
+    for t, f in enumerate(clip):
+        Image.fromarray(f).save(folder / f"{t:03d}.webp", lossless=True)
+    for path in (ts, folder):
+        reader = get_reader(str(path))
+        assert reader is not None
+        [(data, meta, kind)] = reader(str(path))
+        assert kind == "image" and meta["rgb"] and data.shape == (T, H, W, 3)
+    np.testing.assert_array_equal(np.asarray(data), clip)
