@@ -3,13 +3,11 @@ core's ``training.finetune``) in a worker thread, with a progress bar, a live lo
 Stop (keeps the best checkpoint so far) and "Use for propagation"."""
 from __future__ import annotations
 
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from napari.layers import Image
-from napari.qt.threading import create_worker
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -27,19 +25,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from ._common import (
-    SCRATCH,
-    SHIPPED,
-    LayerCombo,
-    Relay,
-    WeightsBox,
-    describe_weights,
-    device_combo,
-    get_model,
-    run_guarded,
-    shared_weights,
-    video_frames,
-)
+from ..model.cache import SCRATCH, SHIPPED, describe_weights, get_model, shared_weights
+from ._pickers import LayerCombo, WeightsBox, device_combo
+from ._run import Outcome, WidgetRun
+from .layer_arrays import video_frames
 from .loss_plot import LossPlot
 
 
@@ -57,15 +46,40 @@ def default_output(layer) -> Path:
     return Path.home() / "corrflow_finetuned.pt"
 
 
-def _finetune(frames, weights, device, iters, minutes, out, relay: Relay, cancel, config=None):
+@dataclass
+class FinetuneJob:
+    """Everything one run needs, gathered on the GUI thread (``steps`` or ``minutes``)."""
+
+    frames: object                 # (T, H, W, 3) uint8 array-like
+    weights: str
+    device: str
+    steps: int | None
+    minutes: float | None
+    out: Path
+    config: object = None          # training.TrainConfig or None (fine-tuning defaults)
+
+
+def _finetune(job: FinetuneJob, task) -> dict:
+    """Fine-tune; progress reports (bar position, bar length, (step, loss)) where the bar
+    counts steps, or seconds when only minutes bound the run."""
     from ..training import finetune
-    model = get_model(weights, device)
-    ft = finetune(model, frames, iters=iters, minutes=minutes, out=out, cancel=cancel,
-                  config=config,
-                  progress=lambda step, total, loss: relay.progress.emit(step, total, loss))
-    return {"steps": int(getattr(ft, "finetune_steps", 0)),
-            "loss": float(getattr(ft, "finetune_loss", float("nan"))),
-            "saved": getattr(ft, "weights_path", None) is not None and Path(out).exists()}
+    model = get_model(job.weights, job.device)
+    t0 = time.perf_counter()
+    bar = job.steps or int(round(job.minutes * 60))
+
+    def report(step, total, loss):
+        n = step if job.steps else min(int(time.perf_counter() - t0), bar)
+        task.progress(n, bar, (step, loss))
+
+    result = finetune(model, job.frames, iters=job.steps, minutes=job.minutes,
+                      out=str(job.out), cancel=task.cancel, config=job.config,
+                      progress=report)
+    # TEMP until training.finetune returns FinetuneResult everywhere
+    steps = getattr(result, "steps", getattr(result, "finetune_steps", 0))
+    loss = getattr(result, "best_loss", getattr(result, "finetune_loss", float("nan")))
+    path = getattr(result, "path", getattr(result, "weights_path", None))
+    return {"steps": int(steps), "loss": float(loss),
+            "saved": path is not None and job.out.exists()}
 
 
 class FinetuneWidget(QWidget):
@@ -78,12 +92,9 @@ class FinetuneWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._worker = None
-        self._cancel = threading.Event()
-        self._pbar = None
         self._out_user_set = False
         self.output: Path | None = None      # last checkpoint written
-        self.last_status: str | None = None
+        self.last_job: FinetuneJob | None = None
         #: optional ``training.TrainConfig`` (None: the core's fine-tuning defaults)
         self.train_config = None
 
@@ -104,7 +115,6 @@ class FinetuneWidget(QWidget):
         self.out_browse = QPushButton("…")
         self.start_btn = QPushButton("Start fine-tuning")
         self.stop_btn = QPushButton("Stop (keep best so far)")
-        self.stop_btn.setEnabled(False)
         self.use_btn = QPushButton("Use for propagation")
         self.use_btn.setEnabled(False)
         self.plot = LossPlot()
@@ -136,12 +146,17 @@ class FinetuneWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
+        self.runner = WidgetRun(
+            self, what="fine-tuning", title="Fine-tuning", run_buttons=(self.start_btn,),
+            cancel_button=self.stop_btn, status=self.status,
+            busy_text="Fine-tuning is already running.",
+            cancel_text="Stopping after this step; keeping the best weights so far…",
+            unit="step", finished=self.run_finished.emit)
         self.budget_kind.currentTextChanged.connect(self._on_budget_kind)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.out_edit.textEdited.connect(self._on_out_edited)
         self.out_browse.clicked.connect(self._browse_out)
         self.start_btn.clicked.connect(self.start)
-        self.stop_btn.clicked.connect(self.stop)
         self.use_btn.clicked.connect(self.use_for_propagation)
         self._on_image_changed()
 
@@ -177,103 +192,66 @@ class FinetuneWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self.runner.running
+
+    @property
+    def last_status(self) -> str | None:
+        """"done", "cancelled" (stopped) or "error" after a run."""
+        return self.runner.last_status
 
     # ------------------------------------------------------------------ actions
     def start(self) -> None:
-        if self._worker is not None:
-            show_info("Fine-tuning is already running.")
-            return
-        try:
-            frames = video_frames(self.image_combo.layer())
-            text = self.out_edit.text().strip()
-            if not text:
-                raise InputError("choose where to save the fine-tuned weights (Save to).")
-            out = Path(text).expanduser()
-            if out.suffix.lower() not in (".pt", ".pth"):
-                raise InputError(f"save the fine-tuned weights as a .pt file, not '{out.name}'.")
-            if out.parent.exists() and not out.parent.is_dir():
-                raise InputError(f"cannot save into {out.parent}: it is not a folder.")
-        except InputError as exc:
-            show_error(str(exc))
-            self.status.setText(str(exc))
-            return
-        steps = minutes = None
         if self.budget_kind.currentText() == "steps":
-            steps = self.steps_spin.value()
+            steps, minutes = self.steps_spin.value(), None
         else:
-            minutes = self.minutes_spin.value()
-        weights = self.weights.value()
-        self._cancel = threading.Event()
-        self.destroyed.connect(self._cancel.set)    # widget closed: stop the worker
-        self._minutes = minutes
-        self._t0 = time.perf_counter()
-        self._out = out
+            steps, minutes = None, self.minutes_spin.value()
+        self.runner.start(lambda: self._prepare(steps, minutes), _finetune, self._show,
+                          on_progress=self._on_progress,
+                          total=steps if steps else int(round(minutes * 60)),
+                          title="Fine-tuning" + (" (s)" if minutes else ""))
+
+    def _prepare(self, steps: int | None, minutes: float | None) -> FinetuneJob:
+        frames = video_frames(self.image_combo.layer())
+        text = self.out_edit.text().strip()
+        if not text:
+            raise InputError("choose where to save the fine-tuned weights (Save to).")
+        out = Path(text).expanduser()
+        if out.suffix.lower() not in (".pt", ".pth"):
+            raise InputError(f"save the fine-tuned weights as a .pt file, not '{out.name}'.")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise InputError(f"cannot save into {out.parent}: it is not a folder.")
+        job = FinetuneJob(frames, self.weights.value(), self.device.currentText(), steps,
+                          minutes, out, self.train_config)
+        self.last_job = job
         self.plot.clear()
-        self._pbar = progress(total=steps if steps else int(round(minutes * 60)),
-                              desc="Fine-tuning" + (" (s)" if minutes else ""))
-        relay = Relay(self)
-        relay.progress.connect(self._on_progress)
-        self._relay = relay
-        self.status.setText(f"Fine-tuning {describe_weights(weights)} for "
+        self.use_btn.setEnabled(False)
+        self.status.setText(f"Fine-tuning {describe_weights(job.weights)} for "
                             + (f"{steps} steps" if steps else f"{minutes:g} min")
                             + f"; saving the best weights to {out}…")
-        worker = create_worker(run_guarded, _finetune, frames, weights,
-                               self.device.currentText(), steps, minutes, str(out), relay,
-                               self._cancel, self.train_config, what="fine-tuning",
-                               _start_thread=False)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.start_btn.setEnabled(False)
-        self.stop_btn.setEnabled(True)
-        self.use_btn.setEnabled(False)
-        worker.start()
+        return job
 
     def stop(self) -> None:
         """Stop after the current step; the best checkpoint so far is kept."""
-        self._cancel.set()
-        if self._worker is not None:
-            self.status.setText("Stopping after this step; keeping the best weights so far…")
+        self.runner.cancel()
 
-    def _on_progress(self, step, total, loss) -> None:
+    def _on_progress(self, done, total, extra) -> None:
+        step, loss = extra
         self.plot.add(step, loss)
         self.step_done.emit(int(step), float(loss))
-        if self._pbar is None:
+
+    def _show(self, outcome: Outcome) -> None:
+        if outcome.status == "error":
             return
-        if self._minutes:
-            n = min(int(time.perf_counter() - self._t0), self._pbar.total)
+        value, out = outcome.value, self.last_job.out
+        if value["saved"]:
+            self.output = out
+            self.use_btn.setEnabled(True)
+            self.status.setText(("Stopped. " if outcome.status == "cancelled" else "Done. ")
+                                + f"{value['steps']} steps; best mean loss "
+                                f"{value['loss']:.4f} saved to {out}. "
+                                "Press 'Use for propagation' to use it.")
         else:
-            n = int(step)
-        self._pbar.update(n - self._pbar.n)
-
-    def _on_returned(self, result) -> None:
-        status, value = result
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        if status == "error":
-            self.last_status = "error"
-            show_error(value)
-            self.status.setText(value)
-        else:
-            stopped = self._cancel.is_set()
-            self.last_status = "cancelled" if stopped else "done"
-            if value["saved"]:
-                self.output = self._out
-                self.use_btn.setEnabled(True)
-                self.status.setText(("Stopped. " if stopped else "Done. ")
-                                    + f"{value['steps']} steps; best mean loss "
-                                    f"{value['loss']:.4f} saved to {self._out}. "
-                                    "Press 'Use for propagation' to use it.")
-            else:
-                self.status.setText("Stopped before the first step: nothing was saved.")
-        self.run_finished.emit(self.last_status)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.start_btn.setEnabled(True)
-        self.stop_btn.setEnabled(False)
+            self.status.setText("Stopped before the first step: nothing was saved.")
 
     def use_for_propagation(self) -> None:
         """Make the Propagate (and Track) widgets use the fine-tuned checkpoint."""
