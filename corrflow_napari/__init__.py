@@ -10,7 +10,10 @@ def __getattr__(name):  # lazy: importing the package must not import torch or Q
     if name == "load_model":
         from .model import load_model
         return load_model
-    if name in ("propagate_labels", "track_points"):
-        from . import propagation
-        return getattr(propagation, name)
+    if name == "propagate_labels":
+        from .propagation import propagate_labels
+        return propagate_labels
+    if name == "track_points":
+        from .tracking import track_points
+        return track_points
     raise AttributeError(name)

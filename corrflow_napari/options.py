@@ -83,16 +83,23 @@ def _kind(hint) -> type:
     return concrete[0]
 
 
-def options(cls) -> list[Option]:
-    """The user-facing settings of a dataclass (type or instance), in field order."""
-    cls = cls if isinstance(cls, type) else type(cls)
+def options(settings) -> list[Option]:
+    """The user-facing settings of a dataclass, in field order. Given the type, each
+    ``default`` is the field's default; given an instance, its value there (e.g.
+    ``options(TrackSettings().propagation)`` shows tracking's own top-k)."""
+    cls = settings if isinstance(settings, type) else type(settings)
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         meta = f.metadata.get(_KEY)
         if meta is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if settings is not cls:
+            default = getattr(settings, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()
         out.append(Option(f.name, _kind(hints[f.name]), default, **meta))
     return out
 

@@ -1,4 +1,5 @@
-"""Propagation engine: ids, keyframes, directions, cancel, progress, keypoints."""
+"""Propagation engine: ids, keyframes, directions, cancel, progress, out-of-memory
+retries, the Lab mixture and the user-facing settings (keypoints: test_tracking.py)."""
 import threading
 from dataclasses import replace
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from corrflow_napari.errors import InputError
+from corrflow_napari.options import options
 from corrflow_napari.propagation import PropagationSettings, propagate_labels, propagate_values
 
 
@@ -221,3 +223,10 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
     torch.testing.assert_close(values(model), 0.5 * learned + 0.5 * values(lab),
                                atol=1e-4, rtol=0)
     assert not torch.allclose(learned, values(lab), atol=1e-2)   # the two really differ
+
+
+def test_user_facing_propagation_options():
+    assert [o.name for o in options(PropagationSettings)] == [
+        "radius", "topk", "n_recent", "max_keyframes", "scale"]
+    topk = {o.name: o for o in options(PropagationSettings)}["topk"]
+    assert topk.optional and topk.default == 10

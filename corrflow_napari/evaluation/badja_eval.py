@@ -1,7 +1,7 @@
 """BADJA keypoint evaluation: track the joints of the first annotated frame and score them.
 
 Protocol (as BADJA scores): the joints visible on the first annotated frame are tracked
-with :func:`~corrflow_napari.propagation.track_points` from that frame to the end of the
+with :func:`~corrflow_napari.tracking.track_points` from that frame to the end of the
 video (earlier frames are not used). On every later annotated frame, a joint visible
 there (and on the first frame) is correct when its error <= alpha x sqrt(area of the
 object's ground-truth mask on that frame), alpha = 0.1 and 0.2; PCK pools all scored
@@ -96,12 +96,13 @@ class _FrameRange:
 
 
 def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
-                            track_settings=None, static: bool = False,
-                            use_mask: bool = False, max_frames: int | None = None,
+                            static: bool = False, use_mask: bool = False,
+                            max_frames: int | None = None,
                             progress: Callable[[int, int], None] | None = None) -> dict:
     """Track one sequence's first-frame joints and score them (see the module doc).
 
     model: a feature extractor (ignored when ``static``).
+    settings: the tracker's :class:`~corrflow_napari.tracking.TrackSettings`.
     davis_root: a DAVIS folder, or several (list / ','-joined): the first holding the
     sequence is used.
     use_mask: give the tracker the ground-truth object mask of the first annotated frame
@@ -112,7 +113,7 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
     "start", "seconds", "s_per_frame".
     """
     from ..io import open_video
-    from ..propagation import track_points
+    from ..tracking import track_points
 
     seq = load_badja(badja_json)
     root = find_sequence_root(split_roots(davis_root), seq.name)
@@ -139,7 +140,7 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
         pts = np.concatenate([np.zeros((len(ids), 1)), first], axis=1)
         masks = {0: read_frame_annotation(root, seq.name, start) != 0} if use_mask else None
         tracks = track_points(model, frames, pts, progress=progress, settings=settings,
-                              track_settings=track_settings, object_masks=masks)
+                              object_masks=masks)
         positions, visible = tracks.positions, tracks.visible
     seconds = time.perf_counter() - t0
     areas = []
@@ -170,8 +171,8 @@ def write_badja_tracks_csv(path, result: dict) -> None:
 
 
 def evaluate_badja(davis_roots, badja_dir, sequences: Sequence[str], *, model=None,
-                   static: bool = False, settings=None, track_settings=None,
-                   use_mask: bool = False, max_frames: int | None = None, tracks_dir=None,
+                   static: bool = False, settings=None, use_mask: bool = False,
+                   max_frames: int | None = None, tracks_dir=None,
                    log: Callable[[str], None] = print) -> dict[str, dict]:
     """Evaluate ``sequences`` (tracker, or the static floor); writes
     ``tracks_dir/<seq>_tracks.csv`` when given. Returns {seq: result} (tracks dropped)."""
@@ -179,8 +180,8 @@ def evaluate_badja(davis_roots, badja_dir, sequences: Sequence[str], *, model=No
     results: dict[str, dict] = {}
     for name in sequences:
         res = evaluate_badja_sequence(model, roots, Path(badja_dir) / f"{name}.json",
-                                      settings=settings, track_settings=track_settings,
-                                      static=static, use_mask=use_mask, max_frames=max_frames)
+                                      settings=settings, static=static, use_mask=use_mask,
+                                      max_frames=max_frames)
         if tracks_dir is not None:
             write_badja_tracks_csv(Path(tracks_dir) / f"{name}_tracks.csv", res)
         res.pop("tracks")
@@ -194,16 +195,14 @@ def evaluate_badja(davis_roots, badja_dir, sequences: Sequence[str], *, model=No
 
 def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None,
                    method: str = "tracker", static_only: bool = False, settings=None,
-                   track_settings=None, use_mask: bool = False,
-                   max_frames: int | None = None, out_dir=None,
+                   use_mask: bool = False, max_frames: int | None = None, out_dir=None,
                    log: Callable[[str], None] = print) -> tuple[dict, str]:
     """What ``corrflow eval-badja`` does: the static floor and (unless ``static_only``)
     the tracker ``model`` on ``sequences`` ("all" or a comma list). Writes
     ``out_dir/results.json`` and ``out_dir/<seq>_tracks.csv`` (the tracker's, or the
     static points' with ``static_only``). Returns ({method: {seq: result}}, table)."""
-    from ..propagation import PropagationSettings, TrackSettings
-    settings = settings or PropagationSettings()
-    track_settings = track_settings or TrackSettings()
+    from ..tracking import TrackSettings
+    settings = settings or TrackSettings()
     roots = split_roots(davis_roots)
     names = resolve_badja_sequences(badja_dir, sequences)
     if sequences.strip().lower() == "all":                 # those whose frames are here
@@ -227,12 +226,12 @@ def run_eval_badja(davis_roots, badja_dir, sequences: str = "all", *, model=None
             raise InputError("no model given for tracking; pass one, or evaluate the static "
                              "floor only.")
         columns[method] = evaluate_badja(roots, badja_dir, names, model=model,
-                                         settings=settings, track_settings=track_settings,
-                                         use_mask=use_mask, tracks_dir=out_dir, **common)
+                                         settings=settings, use_mask=use_mask,
+                                         tracks_dir=out_dir, **common)
     if out_dir is not None:
         payload = {"sequences": names, "davis_roots": [str(r) for r in roots],
                    "max_frames": max_frames, "use_mask": use_mask,
-                   "settings": asdict(settings), "track_settings": asdict(track_settings),
+                   "settings": asdict(settings),
                    "methods": {m: {"mean": summarise_badja(res), "sequences": res}
                                for m, res in columns.items()}}
         write_results(out_dir, payload)

@@ -1,11 +1,14 @@
-"""Keypoints: synthetic motion tracked to < 1 px, points on several / non-zero frames,
-and bad input (BADJA scoring is tested in tests/evaluation/test_badja.py)."""
+"""Keypoint tracking: synthetic motion tracked to < 1 px, points on several / non-zero
+frames, bad input, and the settings (BADJA scoring is tested in
+tests/evaluation/test_badja.py)."""
 import numpy as np
 import pytest
 from scipy.ndimage import rotate, shift
 
 from corrflow_napari.errors import InputError
-from corrflow_napari.propagation import TrackSettings, track_points
+from corrflow_napari.options import options
+from corrflow_napari.propagation import PropagationSettings
+from corrflow_napari.tracking import TrackSettings, track_points
 
 # --------------------------------------------------------------------------- synthetic motion
 
@@ -50,7 +53,8 @@ def test_rotation_tracked_subpixel(lab, texture):
     expect = np.stack([-np.sin(a) * x + np.cos(a) * y + cy, np.cos(a) * x + np.sin(a) * y + cx], -1)
     # top-10 matches (the masks' setting) interpolate below a pixel; the default top-3
     # trades some of that precision for robustness on real joints (README, Keypoints)
-    precise = track_points(lab, frames, pts, track_settings=TrackSettings(topk=10))
+    precise = track_points(lab, frames, pts,
+                           settings=TrackSettings(propagation=PropagationSettings(topk=10)))
     err = np.linalg.norm(precise.positions - expect, axis=-1)
     assert err.mean() < 1.0, err.mean(1)
     default = track_points(lab, frames, pts)
@@ -116,7 +120,7 @@ def test_velocity_follows_motion_beyond_the_window(lab, texture):
     expect = pts[None, :, 1:] + np.c_[np.zeros_like(dx), dx][:, None]
 
     def error(motion: str) -> np.ndarray:
-        tracks = track_points(lab, frames, pts, track_settings=TrackSettings(motion=motion))
+        tracks = track_points(lab, frames, pts, settings=TrackSettings(motion=motion))
         return np.linalg.norm(tracks.positions - expect, axis=-1).mean(1)
 
     assert error("velocity").max() < 1.5
@@ -147,3 +151,33 @@ def test_invalid_object_mask_raises(lab):
     with pytest.raises(InputError, match="does not exist"):
         track_points(lab, frames, pts, object_masks={7: np.ones((32, 48))})
 
+
+def test_invalid_settings_raise(lab):
+    frames = np.zeros((4, 32, 48, 3), np.uint8)
+    pts = np.array([[0, 10.0, 10.0]])
+    with pytest.raises(InputError, match="motion"):
+        track_points(lab, frames, pts, settings=TrackSettings(motion="sideways"))
+    with pytest.raises(TypeError, match="TrackSettings"):
+        track_points(lab, frames, pts, settings=PropagationSettings())
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_tracking_defaults_hold_their_own_propagation_settings():
+    # tracking keeps 3 matches per position (the masks keep 10); everything else of the
+    # engine is the masks' default (docs/measurements-tracking.md)
+    ts = TrackSettings()
+    assert ts.propagation == PropagationSettings(topk=3)
+    assert PropagationSettings().topk == 10
+    assert (ts.motion, ts.context, ts.visible_threshold) == ("velocity", None, 0.1)
+
+
+def test_user_facing_tracking_options():
+    assert [o.name for o in options(TrackSettings)] == [
+        "visible_threshold", "mask_power", "motion", "context"]
+    motion = {o.name: o for o in options(TrackSettings)}["motion"]
+    assert motion.choices == ("velocity", "position", "none")
+    # an instance's options start from its values: tracking's own top-k
+    assert {o.name: o.default for o in options(TrackSettings().propagation)}["topk"] == 3
+    assert {o.name: o.default for o in options(PropagationSettings)}["topk"] == 10
