@@ -50,7 +50,8 @@ class TrackSettings:
     read-out, visibility, object-mask gating, reference motion and patch context.
 
     Defaults chosen by measurement on the BADJA dev sequences (``corrflow eval-badja``);
-    the numbers are in docs/measurements-tracking.md.
+    the numbers are in docs/measurements-tracking.md. Of ``propagation``, every field but
+    ``max_keyframes`` applies (each group of points has one keyframe: its own frame).
     """
 
     propagation: PropagationSettings = field(default_factory=_tracking_propagation)
