@@ -8,34 +8,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+import threading
 from pathlib import Path
 
+from . import __version__
+from .cli_progress import CancelOnSigint, ProgressBar
+from .cli_train import (
+    FINETUNE_INTERRUPT,
+    TRAIN_INTERRUPT,
+    add_finetune_arguments,
+    add_train_arguments,
+    cmd_finetune,
+    cmd_train,
+)
 from .errors import InputError
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr: ``label  12/80 [=====     ] 0.84 s/frame``."""
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, unless it is None/False (no value) or the
+    help text already states it."""
 
-    def __init__(self, label: str, stream=None, unit: str = "frame"):
-        self.label, self.unit = label, unit
-        self.stream = stream or sys.stderr
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done < total and now - self.last < 0.2:
-            return
-        self.last = now
-        width = 24
-        filled = int(width * done / max(total, 1))
-        rate = (now - self.t0) / done if done else 0.0
-        self.stream.write(f"\r{self.label} {done}/{total} [{'=' * filled}{' ' * (width - filled)}]"
-                          f" {rate:.2f} s/{self.unit}")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -60,11 +56,15 @@ def _settings(args):
 
 
 def _track_settings(args):
-    """TrackSettings with the command line's --topk / --n-recent / --motion, if given."""
-    from .propagation import TrackSettings
-    changes = {"topk": args.topk, "n_recent": args.n_recent,
-               "motion": getattr(args, "motion", None)}
-    return TrackSettings(**{k: v for k, v in changes.items() if v is not None})
+    """TrackSettings with the command line's propagation flags and --motion, if given,
+    over tracking's own defaults (e.g. top-3 matches)."""
+    from dataclasses import replace
+
+    from .options import from_arguments
+    from .propagation import PropagationSettings
+    from .tracking import TrackSettings
+    ts = from_arguments(TrackSettings, args)
+    return replace(ts, propagation=from_arguments(PropagationSettings, args, base=ts.propagation))
 
 
 def _track_args(p: argparse.ArgumentParser) -> None:
@@ -80,30 +80,36 @@ def _model(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="corrflow", description="Propagate masks and keypoints through video (CorrFlow).")
+        prog="corrflow", description="Propagate masks and keypoints through video (CorrFlow).",
+        formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"corrflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("propagate", help="propagate keyframe masks to every frame")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    p = command("propagate", "propagate keyframe masks to every frame")
     p.add_argument("video", help="video file, folder of frames, or tif stack")
     p.add_argument("--mask", action="append", required=True,
                    help="indexed PNG (0 = background); repeat for several keyframes")
     p.add_argument("--mask-frame", action="append", type=int, default=None,
                    help="frame of each --mask (default 0); repeat in the same order")
     p.add_argument("--out", required=True, help="output folder for 00000.png ...")
-    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
+    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both",
+                   help="propagate from each keyframe forward, backward or both ways")
     p.add_argument("--overlay", default=None, help="also write an overlay video (.mp4/.gif)")
     _common(p)
     _settings_args(p)
 
-    p = sub.add_parser("track", help="track points through the video")
-    p.add_argument("video")
+    p = command("track", "track points through the video")
+    p.add_argument("video", help="video file, folder of frames, or tif stack")
     p.add_argument("--points", required=True, help="CSV with columns track_id,t,y,x")
     p.add_argument("--out", required=True, help="output CSV track_id,t,y,x,visible")
     _common(p)
     _settings_args(p)
     _track_args(p)
 
-    p = sub.add_parser("eval-davis", help="evaluate on a DAVIS-layout folder (J, F, J&F)")
+    p = command("eval-davis", "evaluate on a DAVIS-layout folder (J, F, J&F)")
     p.add_argument("root", help="folder holding JPEGImages/480p and Annotations/480p")
     p.add_argument("--sequences", default="all", help="'all' or a comma list")
     p.add_argument("--out", default=None, help="folder for predicted masks + results.json")
@@ -113,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _settings_args(p)
 
-    p = sub.add_parser("eval-badja", help="keypoint PCK on BADJA animal joints (DAVIS videos)")
+    p = command("eval-badja", "keypoint PCK on BADJA animal joints (DAVIS videos)")
     p.add_argument("root", help="DAVIS folder(s) with JPEGImages/480p and Annotations/480p; "
                                 f"several joined by ',' or '{os.pathsep}' (each sequence is "
                                 "taken from the first that has it)")
@@ -130,11 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(p)
     _track_args(p)
 
-    from . import training
-    p = sub.add_parser("train", help="self-supervised training on unlabelled video")
-    training.add_train_arguments(p)
-    p = sub.add_parser("finetune", help="self-supervised fine-tuning on one clip")
-    training.add_finetune_arguments(p)
+    add_train_arguments(command("train", "self-supervised training on unlabelled video"))
+    add_finetune_arguments(command("finetune", "self-supervised fine-tuning on one clip"))
     return parser
 
 
@@ -166,7 +169,9 @@ def _keyframes(args, n_frames: int, hw: tuple[int, int]):
     return keyframes, palette
 
 
-def cmd_propagate(args) -> int:
+def cmd_propagate(args, cancel: threading.Event | None = None) -> int:
+    """Write one indexed PNG per frame (and ``--overlay``); stops after the current frame
+    when ``cancel`` is set (the PNGs written so far are kept)."""
     from .io import open_video, overlay, write_indexed_png, write_video
     from .propagation import propagate_labels
     video = open_video(args.video)
@@ -182,28 +187,32 @@ def cmd_propagate(args) -> int:
         write_indexed_png(out / f"{t:05d}.png", lab, palette)
 
     labels = propagate_labels(model, video, keyframes, progress=ProgressBar("propagate"),
-                              settings=settings, direction=args.direction, on_frame=save)
+                              cancel=cancel, settings=settings, direction=args.direction,
+                              on_frame=save)
+    if cancel is not None and cancel.is_set():
+        return 0
     if args.overlay:
         write_video(args.overlay, overlay(video, labels, palette), fps=video.fps or 10)
     print(f"wrote {len(video)} masks to {out}")
     return 0
 
 
-def cmd_track(args) -> int:
+def cmd_track(args, cancel: threading.Event | None = None) -> int:
+    """Track ``--points`` and write the tracks CSV (all frames, so no early stop)."""
     from .io import open_video, read_points_csv, write_tracks_csv
-    from .propagation import track_points
+    from .tracking import track_points
     video = open_video(args.video)
     ids, pts = read_points_csv(args.points)
-    settings = _settings(args)
+    settings = _track_settings(args)
     model = _model(args)
-    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings,
-                          track_settings=_track_settings(args))
+    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings)
     write_tracks_csv(args.out, ids, tracks.positions, tracks.visible)
     print(f"wrote {len(ids)} tracks x {len(video)} frames to {args.out}")
     return 0
 
 
-def cmd_eval_davis(args) -> int:
+def cmd_eval_davis(args, cancel: threading.Event | None = None) -> int:
+    """J, F and J&F per sequence on a DAVIS-layout folder (table on stdout)."""
     from .evaluation import evaluate_davis, resolve_sequences
     from .metrics import format_table
     seqs = resolve_sequences(args.root, args.sequences)
@@ -218,45 +227,54 @@ def cmd_eval_davis(args) -> int:
     return 0
 
 
-def cmd_eval_badja(args) -> int:
+def cmd_eval_badja(args, cancel: threading.Event | None = None) -> int:
+    """PCK on BADJA keypoints (table on stdout)."""
     from .evaluation import run_eval_badja
-    settings = _settings(args)
+    settings = _track_settings(args)
     model = None if args.static else _model(args)
     method = "static" if args.static else args.features
     _, table = run_eval_badja(args.root, args.badja, args.sequences, model=model, method=method,
-                              static_only=args.static, settings=settings,
-                              track_settings=_track_settings(args), use_mask=args.mask,
+                              static_only=args.static, settings=settings, use_mask=args.mask,
                               max_frames=args.max_frames, out_dir=args.out,
                               log=lambda s: print(s, file=sys.stderr))
     print(table)
     return 0
 
 
+_STOP_AFTER_FRAME = ("interrupt: stopping after this frame; the files written so far are "
+                     "kept (Ctrl+C again to abort now)")
+
+#: command -> (run(args, cancel), what the first Ctrl+C says; None: it interrupts at once)
+COMMANDS = {
+    "propagate": (cmd_propagate, _STOP_AFTER_FRAME),
+    "track": (cmd_track, None),
+    "eval-davis": (cmd_eval_davis, None),
+    "eval-badja": (cmd_eval_badja, None),
+    "train": (cmd_train, TRAIN_INTERRUPT),
+    "finetune": (cmd_finetune, FINETUNE_INTERRUPT),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0 done, 2 bad input, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    run, interrupt = COMMANDS[args.command]
+    cancel = threading.Event() if interrupt else None
     try:
-        if args.command == "propagate":
-            return cmd_propagate(args)
-        if args.command == "track":
-            return cmd_track(args)
-        if args.command == "eval-davis":
-            return cmd_eval_davis(args)
-        if args.command == "eval-badja":
-            return cmd_eval_badja(args)
-        from . import training
-        if args.command == "train":
-            return training.train_cli(args) or 0
-        if args.command == "finetune":
-            return training.finetune_cli(args) or 0
-        parser.error(f"unknown command {args.command}")
+        with CancelOnSigint(cancel, interrupt or ""):
+            code = run(args, cancel)
     except InputError as exc:
         print(f"corrflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ncorrflow: interrupted; everything written so far is complete.", file=sys.stderr)
-        return 130
-    return 0
+        return _interrupted()
+    return _interrupted() if cancel is not None and cancel.is_set() else code
+
+
+def _interrupted() -> int:
+    print("\ncorrflow: interrupted; everything written so far is complete.", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def _worker(out_dir: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from corrflow_napari import training as tr
+    from corrflow_napari.training import TrainConfig
+    from corrflow_napari.training.loop import _train
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -65,9 +66,9 @@ def _worker(out_dir: str) -> None:
     big = F.interpolate(big, scale_factor=8, mode="bicubic", align_corners=False).clamp(0, 1)[0]
     video = np.stack([(big[:, k:k + 80, 2 * k:2 * k + 80].permute(1, 2, 0) * 255)
                       .round().to(torch.uint8).numpy() for k in range(10)])
-    cfg = tr.TrainConfig(crop=48, batch=2, width=0.25, iters=3, interval=1, save_every=2,
+    cfg = TrainConfig(crop=48, batch=2, width=0.25, iters=3, interval=1, save_every=2,
                          log_every=1, centroid_clips=2)
-    res = tr._train([video], Path(out_dir) / "ddp.pt", cfg, device="cpu",
+    res = _train([video], Path(out_dir) / "ddp.pt", cfg, device="cpu",
                     log=lambda m: print(m, flush=True))
     h = hashlib.sha256()
     state = res.model.encoder.state_dict()

@@ -1,7 +1,6 @@
 """Training / fine-tuning: objective, schedules, checkpoints, resume, ablations (tiny sizes)."""
 from __future__ import annotations
 
-import argparse
 import threading
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corrflow_napari import training as tr
 from corrflow_napari.errors import InputError
 from corrflow_napari.model import SHIPPED_WEIGHTS, load_model, read_checkpoint, save_checkpoint
 from corrflow_napari.model import checkpoint as ckmod
@@ -17,10 +15,8 @@ from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.training import (
     ClipSampler,
+    FinetuneResult,
     TrainConfig,
-    add_finetune_arguments,
-    add_train_arguments,
-    config_from_args,
     expand_video_paths,
     finetune,
     fit_centroids,
@@ -28,9 +24,11 @@ from corrflow_napari.training import (
     lr_at,
     make_optimizer,
     p_at,
+    step_rngs,
     train,
     train_step,
 )
+from corrflow_napari.training.loop import _train
 
 
 def texture_video(t=12, h=80, w=80, shift=2, seed=0) -> np.ndarray:
@@ -73,7 +71,7 @@ def _steps(model, sampler, cfg, n, start=0):
     opt = make_optimizer(model, cfg)
     losses = []
     for s in range(start, start + n):
-        rng, gen = tr._step_rngs(cfg.seed, 0, s)
+        rng, gen = step_rngs(cfg.seed, 0, s)
         losses.append(train_step(model, opt, sampler.sample(cfg.batch, rng), cfg, s, gen))
     return losses
 
@@ -110,7 +108,7 @@ def test_train_step_applies_schedule(video):
     sampler = ClipSampler([video], cfg)
     model = _tiny_model(cfg, sampler)
     opt = make_optimizer(model, cfg)
-    rng, gen = tr._step_rngs(0, 0, 8)
+    rng, gen = step_rngs(0, 0, 8)
     parts = train_step(model, opt, sampler.sample(2, rng), cfg, 8, gen)
     assert parts["lr"] == opt.param_groups[0]["lr"] == pytest.approx(2e-4 / 8)
     assert parts["p_gt"] == pytest.approx(0.9 - 0.3 * 8 / 9)
@@ -174,7 +172,7 @@ def _state(model):
 
 def test_checkpoint_resume_identical(video, tmp_path):
     cfg = tiny(iters=4)
-    straight = tr._train([video], tmp_path / "a.pt", cfg, log=lambda m: None)
+    straight = _train([video], tmp_path / "a.pt", cfg, log=lambda m: None)
     assert straight.step == 4 and not straight.cancelled
 
     cancel = threading.Event()
@@ -184,14 +182,14 @@ def test_checkpoint_resume_identical(video, tmp_path):
         if step == 2:
             cancel.set()
 
-    first = tr._train([video], tmp_path / "b.pt", cfg, progress=progress, cancel=cancel,
+    first = _train([video], tmp_path / "b.pt", cfg, progress=progress, cancel=cancel,
                       log=lambda m: None)
     assert first.cancelled and first.step == 2
     ck = read_checkpoint(tmp_path / "b.pt")
     assert ck["step"] == 2 and ck["train_config"]["iters"] == 4 and "optimizer" in ck
     with pytest.raises(InputError):                       # never overwritten silently
         train([video], tmp_path / "b.pt", cfg, log=lambda m: None)
-    resumed = tr._train([video], tmp_path / "b.pt", cfg, resume=True, log=lambda m: None)
+    resumed = _train([video], tmp_path / "b.pt", cfg, resume=True, log=lambda m: None)
     assert resumed.step == 4
     a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
     assert a["step"] == b["step"] == 4
@@ -247,28 +245,6 @@ def test_ablation_flags_run(video, flag):
         assert parts["gt_fraction"] == 1.0
 
 
-def test_cli_arguments_map_to_config():
-    p = argparse.ArgumentParser()
-    add_train_arguments(p)
-    a = p.parse_args(["v1.mp4", "dir", "--out", "x.pt", "--iters", "10", "--size", "96",
-                      "--batch", "3", "--width", "0.5", "--lr", "1e-4", "--seed", "3",
-                      "--no-colour-dropout", "--full-attention", "--no-scheduled-sampling",
-                      "--no-cycle", "--device", "cpu"])
-    cfg = config_from_args(a)
-    assert (cfg.iters, cfg.crop, cfg.batch, cfg.width, cfg.lr, cfg.seed) == (10, 96, 3, 0.5,
-                                                                           1e-4, 3)
-    assert not (cfg.colour_dropout or cfg.restricted or cfg.scheduled_sampling or cfg.cycle)
-    a = p.parse_args(["v", "--out", "x.pt", "--paper", "--device", "cpu"])
-    assert config_from_args(a) == TrainConfig.paper()
-    a = p.parse_args(["v", "--out", "x.pt", "--device", "cpu"])
-    assert config_from_args(a) == TrainConfig.cpu()
-    q = argparse.ArgumentParser()
-    add_finetune_arguments(q)
-    b = q.parse_args(["clip.mp4", "--out", "f.pt", "--minutes", "2", "--weights", "w.pt"])
-    assert (b.video, b.out, b.minutes, b.weights, b.iters, b.device) == (
-        "clip.mp4", "f.pt", 2.0, "w.pt", None, "auto")
-
-
 def test_finetune_copy_best_and_refusals(video, tmp_path):
     src = tmp_path / "src.pt"
     torch.manual_seed(0)
@@ -282,8 +258,12 @@ def test_finetune_copy_best_and_refusals(video, tmp_path):
             finetune(model, video, iters=1, out=bad, config=cfg)
     seen = []
     out = tmp_path / "ft.pt"
-    ft = finetune(model, video, iters=4, out=out, config=cfg,
-                  progress=lambda s, t, loss: seen.append((s, t)))
+    res = finetune(model, video, iters=4, out=out, config=cfg,
+                   progress=lambda s, t, loss: seen.append((s, t)))
+    assert isinstance(res, FinetuneResult)
+    assert (res.steps, len(res.losses), res.stopped) == (4, 4, "iters")
+    assert np.isfinite(res.best_loss) and res.best_loss <= max(res.losses)
+    ft = res.model
     assert ft is not model and seen[-1] == (4, 4)
     assert not ft.training and ft.centroids.abs().sum() > 0
     for k, v in model.encoder.state_dict().items():            # original untouched
@@ -294,43 +274,15 @@ def test_finetune_copy_best_and_refusals(video, tmp_path):
     saved = read_checkpoint(out)                                # best weights on disk
     for k, v in ft.encoder.state_dict().items():
         assert torch.equal(v, saved["encoder"][k]), k
-    assert ft.weights_path == out.resolve()
+    assert ft.weights_path == res.path == out.resolve()
     with pytest.raises(InputError):                             # nor its own output next
         finetune(ft, video, iters=1, out=out, config=cfg)
     assert src.read_bytes() == src_bytes                         # source file untouched
     # stops on cancel and on the wall-time limit
     cancel = threading.Event()
     cancel.set()
-    assert finetune(model, video, iters=50, cancel=cancel, config=cfg).finetune_steps == 0
+    stopped = finetune(model, video, iters=50, cancel=cancel, config=cfg)
+    assert (stopped.steps, stopped.stopped, stopped.path) == (0, "cancelled", None)
+    assert stopped.model.weights_path is None and stopped.best_loss == float("inf")
     quick = finetune(model, video, minutes=1e-6, config=cfg)
-    assert quick.finetune_steps <= 1
-
-
-def test_cli_train_then_finetune_frame_folder(tmp_path, capsys):
-    pytest.importorskip("corrflow_napari.io")
-    import imageio.v3 as iio
-
-    data = tmp_path / "data"
-    (data / "seq").mkdir(parents=True)
-    for i, f in enumerate(texture_video(t=6, h=48, w=56)):
-        iio.imwrite(data / "seq" / f"{i:05d}.png", f)
-    p = argparse.ArgumentParser()
-    add_train_arguments(p)
-    trained = tmp_path / "t.pt"
-    a = p.parse_args([str(data), "--out", str(trained), "--iters", "2", "--size", "48",
-                      "--batch", "1", "--width", "0.25", "--device", "cpu"])
-    assert tr.train_cli(a) == 0
-    assert read_checkpoint(trained)["step"] == 2
-    err = capsys.readouterr().err
-    assert "train 2/2" in err and "saved" in err
-    q = argparse.ArgumentParser()
-    add_finetune_arguments(q)
-    bad = q.parse_args([str(data / "seq"), "--out", str(trained), "--weights", str(trained),
-                        "--iters", "1", "--device", "cpu"])
-    with pytest.raises(InputError):
-        tr.finetune_cli(bad)
-    b = q.parse_args([str(data / "seq"), "--out", str(tmp_path / "ft.pt"), "--weights",
-                      str(trained), "--iters", "2", "--device", "cpu"])
-    assert tr.finetune_cli(b) == 0
-    assert read_checkpoint(tmp_path / "ft.pt")["finetuned_from"] == str(trained.resolve())
-    assert "fine-tune 2/2" in capsys.readouterr().err
+    assert quick.steps <= 1 and quick.stopped == "minutes"

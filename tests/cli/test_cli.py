@@ -17,7 +17,7 @@ from PIL import Image
 from corrflow_napari.cli import main
 from corrflow_napari.io import davis_palette, write_indexed_png
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DAVIS = SHARED / "davis2016-dev"
 needs_davis = pytest.mark.skipif(not DAVIS.is_dir(),
                                  reason="../shared/data/davis2016-dev is absent (CI has it)")
