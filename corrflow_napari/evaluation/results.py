@@ -2,7 +2,6 @@
 the printed tables (DAVIS J&F tables are :func:`corrflow_napari.metrics.format_table`)."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import write_json_atomic
+from ..io.atomic import jsonable
 from .badja_data import ALPHAS
 
 RESULTS_NAME = "results.json"
@@ -17,29 +18,17 @@ RESULTS_NAME = "results.json"
 
 def write_results(out_dir: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` to ``out_dir/results.json`` atomically (a reader never sees half a
-    file); numpy numbers and arrays become JSON numbers and lists. Returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_NAME
-    _write_json_atomic(path, payload)
+    file; the folder is created); numpy numbers and arrays become JSON numbers and lists.
+    Returns the path."""
+    path = Path(out_dir) / RESULTS_NAME
+    write_json_atomic(path, payload, indent=1, default=_jsonable)
     return path
 
 
-def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
-    os.replace(tmp, path)
-
-
 def _jsonable(o):
-    """JSON stand-in for what ``json`` cannot write: numpy scalars/arrays, else str(o)."""
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    """JSON stand-in for numpy arrays (lists), then :func:`~corrflow_napari.io.atomic.jsonable`
+    (numpy scalars as numbers, anything else as its str)."""
+    return o.tolist() if isinstance(o, np.ndarray) else jsonable(o)
 
 
 def summarise_badja(results: dict[str, dict], alphas: Sequence[float] = ALPHAS) -> dict:
