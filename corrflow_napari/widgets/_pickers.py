@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -74,6 +75,30 @@ class LayerCombo(QComboBox):
     def set_layer(self, layer) -> None:
         if layer in self._layers:
             self.setCurrentIndex(self._layers.index(layer))
+
+
+class FrameRange(QWidget):
+    """First and last frame (inclusive) of a video: two spin boxes, "from ... to ..."."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.start_spin, self.end_spin = QSpinBox(), QSpinBox()
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.start_spin)
+        row.addWidget(QLabel("to"))
+        row.addWidget(self.end_spin)
+
+    def set_count(self, n_frames: int) -> None:
+        """Allow frames 0..n_frames-1 and select them all."""
+        for s in (self.start_spin, self.end_spin):
+            s.setRange(0, max(0, n_frames - 1))
+        self.start_spin.setValue(0)
+        self.end_spin.setValue(max(0, n_frames - 1))
+
+    def span(self) -> tuple[int, int]:
+        """(start, stop): the frames start..stop-1."""
+        return self.start_spin.value(), self.end_spin.value() + 1
 
 
 def device_combo() -> QComboBox:

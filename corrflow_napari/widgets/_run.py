@@ -250,6 +250,22 @@ class WidgetRun:
         self._cancel_quietly()
 
 
+class RunsInBackground:
+    """Mixin for dock widgets whose ``runner`` is a :class:`WidgetRun`."""
+
+    runner: WidgetRun
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is going."""
+        return self.runner.running
+
+    @property
+    def last_status(self) -> str | None:
+        """"done", "cancelled" or "error" after a run."""
+        return self.runner.last_status
+
+
 class _RemovedFilter(QObject):
     """Calls ``on_removed`` when the watched widget loses its parent (napari's dock close
     button takes it out of the window without deleting it)."""

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from ..model.cache import SCRATCH, SHIPPED, describe_weights, get_model, shared_weights
 from ._pickers import LayerCombo, WeightsBox, device_combo
-from ._run import Outcome, WidgetRun
+from ._run import Outcome, RunsInBackground, WidgetRun
 from .layer_arrays import video_frames
 from .loss_plot import LossPlot
 
@@ -74,15 +74,11 @@ def _finetune(job: FinetuneJob, task) -> dict:
     result = finetune(model, job.frames, iters=job.steps, minutes=job.minutes,
                       out=str(job.out), cancel=task.cancel, config=job.config,
                       progress=report)
-    # TEMP until training.finetune returns FinetuneResult everywhere
-    steps = getattr(result, "steps", getattr(result, "finetune_steps", 0))
-    loss = getattr(result, "best_loss", getattr(result, "finetune_loss", float("nan")))
-    path = getattr(result, "path", getattr(result, "weights_path", None))
-    return {"steps": int(steps), "loss": float(loss),
-            "saved": path is not None and job.out.exists()}
+    return {"steps": result.steps, "loss": result.best_loss,
+            "saved": result.path is not None and job.out.exists()}
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(RunsInBackground, QWidget):
     """Dock widget "Fine-tune model"."""
 
     run_finished = Signal(str)
@@ -189,15 +185,6 @@ class FinetuneWidget(QWidget):
                                               self.out_edit.text(), "Checkpoint (*.pt)")
         if path:
             self.set_output(path)
-
-    @property
-    def running(self) -> bool:
-        return self.runner.running
-
-    @property
-    def last_status(self) -> str | None:
-        """"done", "cancelled" (stopped) or "error" after a run."""
-        return self.runner.last_status
 
     # ------------------------------------------------------------------ actions
     def start(self) -> None:

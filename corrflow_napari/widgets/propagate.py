@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -26,8 +25,8 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from ..model.cache import describe_weights, get_model
 from ..propagation import PropagationSettings
-from ._pickers import LayerCombo, WeightsBox, device_combo
-from ._run import Outcome, WidgetRun
+from ._pickers import FrameRange, LayerCombo, WeightsBox, device_combo
+from ._run import Outcome, RunsInBackground, WidgetRun
 from ._settings_form import SettingsForm
 from .labels_edit import WRITTEN_KEY, LabelsEdit, detect_keyframes
 from .layer_arrays import current_frame, video_frames
@@ -80,7 +79,7 @@ def _propagate(job: PropagationJob, task) -> None:
                      on_frame=lambda t, lab: task.send((int(t), lab)))
 
 
-class PropagateWidget(QWidget):
+class PropagateWidget(RunsInBackground, QWidget):
     """Dock widget "Propagate labels"."""
 
     #: emitted in the GUI thread after frame t was written into the Labels layer
@@ -109,7 +108,8 @@ class PropagateWidget(QWidget):
         self.direction.addItems(["both", "forward", "backward"])
         self.direction.setToolTip("both: forward from every keyframe and backward before "
                                   "the first")
-        self.start_spin, self.end_spin = QSpinBox(), QSpinBox()
+        self.frame_range = FrameRange()
+        self.start_spin, self.end_spin = self.frame_range.start_spin, self.frame_range.end_spin
         self.weights = WeightsBox(lab=True)
         self.device = device_combo()
         self.advanced = SettingsForm(PropagationSettings())
@@ -130,11 +130,7 @@ class PropagateWidget(QWidget):
         krow.addWidget(self.detect_btn)
         form.addRow("Keyframes", krow)
         form.addRow("Direction", self.direction)
-        rrow = QHBoxLayout()
-        rrow.addWidget(self.start_spin)
-        rrow.addWidget(QLabel("to"))
-        rrow.addWidget(self.end_spin)
-        form.addRow("Frames", rrow)
+        form.addRow("Frames", self.frame_range)
         form.addRow("Features", self.weights)
         form.addRow("Device", self.device)
         lay = QVBoxLayout(self)
@@ -167,15 +163,6 @@ class PropagateWidget(QWidget):
         self._on_image_changed()
         self._on_labels_changed()
 
-    @property
-    def running(self) -> bool:
-        return self.runner.running
-
-    @property
-    def last_status(self) -> str | None:
-        """"done", "cancelled" or "error" after a run."""
-        return self.runner.last_status
-
     def settings(self) -> PropagationSettings:
         """The propagation settings of the Advanced section."""
         return self.advanced.settings()
@@ -187,11 +174,7 @@ class PropagateWidget(QWidget):
         return int(layer.data.shape[0]) if layer is not None and layer.data.ndim >= 3 else 1
 
     def _on_image_changed(self, *_):
-        n = self._n_frames()
-        for s in (self.start_spin, self.end_spin):
-            s.setRange(0, max(0, n - 1))
-        self.start_spin.setValue(0)
-        self.end_spin.setValue(max(0, n - 1))
+        self.frame_range.set_count(self._n_frames())
 
     def _on_labels_changed(self, *_):
         if self._watched is not None:
@@ -244,7 +227,7 @@ class PropagateWidget(QWidget):
     def _frame_range(self, labels, keys: list[int], from_current: bool, t_total: int):
         """(keyframes, start, stop, direction) for a run."""
         if not from_current:
-            start, stop = self.start_spin.value(), self.end_spin.value() + 1
+            start, stop = self.frame_range.span()
             if stop <= start:
                 raise InputError(f"frame range {start} to {stop - 1} is empty; the first "
                                  "frame must not be after the last.")

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..model.cache import describe_weights, get_model
 from ..tracking import TrackSettings
 from ._pickers import LayerCombo, WeightsBox, device_combo
-from ._run import Outcome, WidgetRun
+from ._run import Outcome, RunsInBackground, WidgetRun
 from ._settings_form import SettingsForm
 from .layer_arrays import current_frame, points_input, tracks_layer_data, video_frames
 
@@ -47,7 +47,7 @@ def _track(job: TrackJob, task):
                         cancel=task.cancel, settings=job.settings)
 
 
-class TrackWidget(QWidget):
+class TrackWidget(RunsInBackground, QWidget):
     """Dock widget "Track points"."""
 
     run_finished = Signal(str)
@@ -90,15 +90,6 @@ class TrackWidget(QWidget):
                                 finished=self.run_finished.emit)
         self.track_btn.clicked.connect(self.track)
         self.export_btn.clicked.connect(lambda: self.export_csv())
-
-    @property
-    def running(self) -> bool:
-        return self.runner.running
-
-    @property
-    def last_status(self) -> str | None:
-        """"done", "cancelled" or "error" after a run."""
-        return self.runner.last_status
 
     def settings(self) -> TrackSettings:
         """The tracking settings of the Advanced section."""

@@ -188,3 +188,14 @@ def test_advanced_settings_reach_the_core(make_napari_viewer, qtbot, small_clip,
     assert w.last_status == "done", w.status.text()
     assert seen == [PropagationSettings(n_recent=5, topk=None, scale=0.5)]
     assert w.last_job.settings == seen[0]
+
+
+def test_parse_keyframes():
+    from corrflow_napari.errors import InputError
+    from corrflow_napari.widgets.propagate import parse_keyframes
+    assert parse_keyframes("40, 0;3 3", 50) == [0, 3, 40]
+    assert parse_keyframes("", 5) == []
+    for text, match in (("1-4", "not a frame number"), ("x", "not a frame number"),
+                        ("7", "out of range")):
+        with pytest.raises(InputError, match=match):
+            parse_keyframes(text, 5)

@@ -1,0 +1,63 @@
+"""A run's edit of a Labels layer (one undo step) and keyframe detection, without a
+viewer (napari layer objects need none)."""
+from types import SimpleNamespace
+
+import numpy as np
+from napari.layers import Labels
+
+from corrflow_napari.widgets.labels_edit import (
+    WRITTEN_KEY,
+    LabelsEdit,
+    detect_keyframes,
+    fingerprint,
+)
+
+
+def test_fingerprint_depends_on_values_and_dtype():
+    a = np.zeros((3, 4), np.uint8)
+    assert fingerprint(a) == fingerprint(a.copy())
+    assert fingerprint(a) != fingerprint(a.astype(np.int32))
+    b = a.copy()
+    b[1, 1] = 1
+    assert fingerprint(a) != fingerprint(b)
+
+
+def test_painted_frames_are_keyframes_written_ones_are_not():
+    data = np.zeros((5, 4, 4), np.uint8)
+    data[0, 1, 1] = data[2, 2, 2] = data[3, 0, 0] = 1
+    stand_in = SimpleNamespace(data=data, metadata={WRITTEN_KEY: {2: {fingerprint(data[2])}}})
+    assert detect_keyframes(stand_in) == [0, 3]
+    data[2, 3, 3] = 1                                   # the user corrected frame 2
+    assert detect_keyframes(stand_in) == [0, 2, 3]
+
+
+def test_labels_edit_is_one_undo_step_and_skips_keyframes():
+    data = np.zeros((4, 5, 5), np.uint8)
+    data[0, 2, 2] = 1
+    data[3] = 3
+    layer = Labels(data.copy())
+    before = layer.data.copy()
+    edit = LabelsEdit(layer, keyframes=[0])
+    assert not layer.editable                           # no painting during the run
+    assert not edit.write(0, np.full((5, 5), 2))        # keyframe: untouched
+    for t in (1, 2, 3):
+        assert edit.write(t, np.full((5, 5), t, np.int64))
+    assert edit.n_written == 3 and layer.data.dtype == np.uint8
+    edit.finish()
+    assert layer.editable
+    after = layer.data.copy()
+    np.testing.assert_array_equal(after[0], before[0])
+    assert (after[1] == 1).all() and (after[3] == 3).all()
+    assert detect_keyframes(layer) == [0]               # written frames are not keyframes
+    layer.undo()                                        # ONE undo = the whole run
+    np.testing.assert_array_equal(layer.data, before)
+    layer.redo()
+    np.testing.assert_array_equal(layer.data, after)
+
+
+def test_labels_edit_without_frames_records_nothing():
+    layer = Labels(np.zeros((2, 3, 3), np.uint8))
+    edit = LabelsEdit(layer, keyframes=[0])
+    edit.finish()
+    assert layer.editable and edit.n_written == 0
+    assert layer.metadata[WRITTEN_KEY] == {}
