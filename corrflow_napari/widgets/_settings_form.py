@@ -113,14 +113,17 @@ def _changed_signal(editor: QWidget):
 class SettingsForm(QWidget):
     """Collapsible editor of a settings dataclass (closed by default).
 
-    ``settings`` gives the starting values and the fields that are not user-facing.
+    ``settings`` gives the starting values and the fields that are not user-facing;
+    options named in ``skip`` (e.g. ``"propagation.max_keyframes"``) get no editor and
+    keep their value.
     """
 
     changed = Signal()
 
-    def __init__(self, settings, title: str = "Advanced", parent=None):
+    def __init__(self, settings, title: str = "Advanced", parent=None,
+                 skip: tuple[str, ...] = ()):
         super().__init__(parent)
-        self._base = settings
+        self._base, self._skip = settings, set(skip)
         self.editors: dict[str, tuple[Option, QWidget]] = {}
         self.toggle = QToolButton()
         self.toggle.setText(title)
@@ -140,6 +143,8 @@ class SettingsForm(QWidget):
 
     def _add(self, form: QFormLayout, settings, prefix: str) -> None:
         for o in options(settings):
+            if prefix + o.name in self._skip:
+                continue
             editor = _make_editor(o)
             editor.setToolTip(_tooltip(o))
             _write(editor, o, getattr(settings, o.name))
@@ -177,7 +182,7 @@ class SettingsForm(QWidget):
 
     def _collect(self, settings, prefix: str):
         changes = {o.name: o.check(_read(self.editors[prefix + o.name][1], o))
-                   for o in options(settings)}
+                   for o in options(settings) if prefix + o.name in self.editors}
         for name, sub in _nested(settings):
             changes[name] = self._collect(sub, f"{prefix}{name}.")
         return dataclasses.replace(settings, **changes)
@@ -189,6 +194,7 @@ class SettingsForm(QWidget):
 
     def _load(self, settings, prefix: str) -> None:
         for o in options(settings):
-            self.set_value(prefix + o.name, getattr(settings, o.name))
+            if prefix + o.name in self.editors:
+                self.set_value(prefix + o.name, getattr(settings, o.name))
         for name, sub in _nested(settings):
             self._load(sub, f"{prefix}{name}.")

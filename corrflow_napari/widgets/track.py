@@ -64,7 +64,8 @@ class TrackWidget(RunsInBackground, QWidget):
         self.points_combo = LayerCombo(napari_viewer, Points)
         self.weights = WeightsBox(lab=True)
         self.device = device_combo()
-        self.advanced = SettingsForm(TrackSettings())
+        # each group of points has one keyframe (its own frame): max_keyframes does not apply
+        self.advanced = SettingsForm(TrackSettings(), skip=("propagation.max_keyframes",))
         self.track_btn = QPushButton("Track")
         self.cancel_btn = QPushButton("Cancel")
         self.export_btn = QPushButton("Export CSV…")

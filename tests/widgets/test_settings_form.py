@@ -56,10 +56,14 @@ def test_propagation_form_has_one_editor_per_option_and_round_trips(form):
     assert f.settings() == custom                          # chunk_tiles kept
 
 
-def test_nested_settings_get_their_own_editors(form):
-    f = form(TrackSettings())
-    assert "propagation.n_recent" in f.editors
-    assert f.settings() == TrackSettings()
+def test_nested_settings_get_their_own_editors(qtbot):
+    base = TrackSettings()
+    f = SettingsForm(base, skip=("propagation.max_keyframes",))
+    qtbot.addWidget(f)
+    assert "propagation.n_recent" in f.editors and "motion" in f.editors
+    assert "propagation.max_keyframes" not in f.editors
+    assert f.editor("propagation.topk").value() == base.propagation.topk   # tracking's 3
+    assert f.settings() == base
     f.set_value("propagation.radius", 4)
     assert f.settings().propagation.radius == 4
 
