@@ -345,10 +345,10 @@ def child_length(davis: str, seq: str, length: int, device: str, which: str = "p
 def training_status() -> tuple[bool, str]:
     """Whether corrflow_napari.training is committed (landed) in the repository."""
     try:
-        out = subprocess.run(["git", "ls-files", "--error-unmatch", "corrflow_napari/training.py"],
+        out = subprocess.run(["git", "ls-files", "--error-unmatch", "corrflow_napari/training/"],
                              cwd=REPO, capture_output=True, text=True)
         if out.returncode != 0:
-            return False, "corrflow_napari/training.py is not committed yet"
+            return False, "corrflow_napari/training/ is not committed yet"
     except OSError:
         pass
     try:

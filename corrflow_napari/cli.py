@@ -40,13 +40,21 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="checkpoint file (default: the shipped weights)")
 
 
-def _settings_args(p: argparse.ArgumentParser) -> None:
+def _settings_args(p: argparse.ArgumentParser, tracking: bool = False) -> None:
+    """--features and one flag per user-facing propagation setting; for tracking with
+    tracking's own defaults (no --max-keyframes: a point has one keyframe, its own frame)
+    plus one flag per user-facing TrackSettings field (--motion, ...)."""
     from .options import add_arguments
     from .propagation import PropagationSettings
     p.add_argument("--features", choices=["corrflow", "lab"], default="corrflow",
                    help="corrflow: the learned model (default); lab: no-learning Lab-colour "
                         "baseline")
-    add_arguments(p, PropagationSettings)
+    if not tracking:
+        add_arguments(p, PropagationSettings)
+        return
+    from .tracking import TrackSettings
+    add_arguments(p, TrackSettings().propagation, skip=("max_keyframes",))
+    add_arguments(p, TrackSettings)
 
 
 def _settings(args):
@@ -56,7 +64,7 @@ def _settings(args):
 
 
 def _track_settings(args):
-    """TrackSettings with the command line's propagation flags and --motion, if given,
+    """TrackSettings with the command line's propagation and tracking flags, if given,
     over tracking's own defaults (e.g. top-3 matches)."""
     from dataclasses import replace
 
@@ -65,12 +73,6 @@ def _track_settings(args):
     from .tracking import TrackSettings
     ts = from_arguments(TrackSettings, args)
     return replace(ts, propagation=from_arguments(PropagationSettings, args, base=ts.propagation))
-
-
-def _track_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--motion", choices=["velocity", "position", "none"], default=None,
-                   help="where references are moved before matching: velocity (default; "
-                        "constant-velocity prediction), position (last position) or none")
 
 
 def _model(args):
@@ -106,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", required=True, help="CSV with columns track_id,t,y,x")
     p.add_argument("--out", required=True, help="output CSV track_id,t,y,x,visible")
     _common(p)
-    _settings_args(p)
-    _track_args(p)
+    _settings_args(p, tracking=True)
 
     p = command("eval-davis", "evaluate on a DAVIS-layout folder (J, F, J&F)")
     p.add_argument("root", help="folder holding JPEGImages/480p and Annotations/480p")
@@ -133,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None,
                    help="track only this many frames per sequence (quick runs)")
     _common(p)
-    _settings_args(p)
-    _track_args(p)
+    _settings_args(p, tracking=True)
 
     add_train_arguments(command("train", "self-supervised training on unlabelled video"))
     add_finetune_arguments(command("finetune", "self-supervised fine-tuning on one clip"))

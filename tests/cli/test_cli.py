@@ -14,7 +14,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from corrflow_napari.cli import main
+from corrflow_napari.cli import _settings, _track_settings, build_parser, main
 from corrflow_napari.io import davis_palette, write_indexed_png
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -110,6 +110,21 @@ def test_propagate_davis_folder_with_correction_keyframe(tmp_path, capsys):
         assert set(np.unique(m)) == {0, 5}
     gt20 = np.array(Image.open(ann / "00020.png")) > 0
     assert ((masks[20] > 0) & gt20).sum() / ((masks[20] > 0) | gt20).sum() > 0.6
+
+
+def test_settings_flags():
+    parser = build_parser()
+    a = parser.parse_args(["propagate", "v", "--mask", "m.png", "--out", "o", "--topk", "none",
+                           "--max-keyframes", "2"])
+    s = _settings(a)
+    assert (s.topk, s.max_keyframes, s.n_recent) == (None, 2, 3)
+    a = parser.parse_args(["track", "v", "--points", "p.csv", "--out", "t.csv", "--n-recent",
+                           "5", "--motion", "position", "--visible-threshold", "0.2"])
+    t = _track_settings(a)
+    assert (t.motion, t.visible_threshold, t.mask_power) == ("position", 0.2, 1.0)
+    assert (t.propagation.n_recent, t.propagation.topk) == (5, 3)   # tracking's own top-3
+    with pytest.raises(SystemExit):                  # a point's keyframe is its own frame
+        parser.parse_args(["track", "v", "--points", "p", "--out", "o", "--max-keyframes", "2"])
 
 
 def test_track_csv(tmp_path, capsys):
