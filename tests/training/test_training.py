@@ -146,6 +146,17 @@ def test_sampler_lazy_interval_and_upscale():
         ClipSampler([np.zeros((2, 32, 32, 3), np.uint8)], cfg)
 
 
+def test_sampler_grey_and_rgba_frames():
+    cfg = TrainConfig(crop=32, batch=1, width=0.25, interval=1, flip=False, scale=(1.0, 1.0))
+    grey = [np.full((32, 32), 200, np.uint8)] * 3             # array-like of (H, W) frames
+    rgba = np.full((3, 32, 32, 4), 100, np.uint8)
+    rgba[..., 3] = 7                                          # alpha is dropped
+    for video, value in ((grey, 200), (rgba, 100)):
+        clip = ClipSampler([video], cfg).sample(1, np.random.default_rng(0))
+        assert clip.shape == (1, 3, 3, 32, 32)
+        assert torch.allclose(clip, torch.full_like(clip, value / 255))
+
+
 def test_expand_video_paths(tmp_path):
     (tmp_path / "clips").mkdir()
     for n in ("a.mp4", "b.MOV", "notes.txt"):
