@@ -2,7 +2,8 @@
 :class:`WidgetRun` owns everything else.
 
 * ``prepare()`` (GUI thread) gathers the inputs and returns a job; it may raise InputError,
-  which becomes a one-line napari notification (and the status text).
+  which becomes a one-line napari notification (and the status text); so does any other
+  exception, as one line naming it (no traceback dialog).
 * ``work(job, task)`` (napari worker thread) calls the core with ``task.progress`` and
   ``task.cancel``; ``task.send(item)`` hands an item to ``on_item`` in the GUI thread.
   Its exceptions become one line naming the problem (no traceback dialog).
@@ -67,18 +68,21 @@ def one_line(text: str, limit: int = 300) -> str:
     return " ".join(str(text).split())[:limit]
 
 
+def failure_message(exc: BaseException, what: str) -> str:
+    """One line for the user: an InputError's own words, else what failed and why."""
+    if isinstance(exc, InputError):
+        return one_line(exc, 1000)
+    if isinstance(exc, MemoryError):
+        return f"{what} ran out of memory; use a smaller frame range or the CPU."
+    return f"{what} failed ({type(exc).__name__}: {one_line(exc)})"
+
+
 def _guarded(work: Callable, job, task: Task, what: str) -> Outcome:
     """Run ``work`` in the worker thread; never raise (errors become an Outcome)."""
     try:
         value = work(job, task)
-    except InputError as exc:
-        return Outcome("error", message=one_line(exc, 1000))
-    except MemoryError:
-        return Outcome("error", message=f"{what} ran out of memory; use a smaller frame "
-                                        "range or the CPU.")
     except Exception as exc:   # never crash the viewer: report as a notification
-        return Outcome("error", message=f"{what} failed ({type(exc).__name__}: "
-                                        f"{one_line(exc)})")
+        return Outcome("error", message=failure_message(exc, what))
     return Outcome("cancelled" if task.cancel.is_set() else "done", value)
 
 
@@ -151,8 +155,8 @@ class WidgetRun:
             return False
         try:
             job = prepare()
-        except InputError as exc:
-            self._report(one_line(exc, 1000))
+        except Exception as exc:   # InputError: the user's to fix; anything else: a bug
+            self._report(failure_message(exc, what or self.what))
             return False
         relay = _Relay()
         relay.item.connect(self._item)

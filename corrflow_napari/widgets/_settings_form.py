@@ -35,11 +35,16 @@ def _nested(settings) -> list[tuple[str, object]]:
             and options(getattr(settings, f.name))]
 
 
+def _none_label(o: Option) -> str:
+    """What an editor shows for None: the option's words, or "auto" when they are long."""
+    return o.none_means if len(o.none_means) <= 16 else "auto"
+
+
 def _tooltip(o: Option) -> str:
     rng = (f" [{'' if o.minimum is None else f'{o.minimum:g}'}.."
            f"{'' if o.maximum is None else f'{o.maximum:g}'}]"
            if o.minimum is not None or o.maximum is not None else "")
-    none = f"; '{o.none_means}' = None" if o.optional else ""
+    none = f"; {_none_label(o)}: {o.none_means}" if o.optional else ""
     return f"{o.help}{rng} (default: {o.default}{none})"
 
 
@@ -57,7 +62,7 @@ def _make_editor(o: Option) -> QWidget:
         for c in (o.choices if o.choices is not None else (False, True)):
             combo.addItem(str(c), c)
         if o.optional:
-            combo.addItem(o.none_means, None)
+            combo.addItem(_none_label(o), None)
         return combo
     if o.kind in (int, float):
         spin = QSpinBox() if o.kind is int else QDoubleSpinBox()
@@ -69,10 +74,13 @@ def _make_editor(o: Option) -> QWidget:
         step = spin.singleStep()
         if o.optional:                 # one step below the minimum means None
             lo -= step
-            spin.setSpecialValueText(o.none_means)
+            spin.setSpecialValueText(_none_label(o))
         spin.setRange(o.kind(lo), o.kind(hi))
         return spin
-    return QLineEdit()
+    edit = QLineEdit()
+    if o.optional:                     # empty means None
+        edit.setPlaceholderText(_none_label(o))
+    return edit
 
 
 def _read(editor: QWidget, o: Option):

@@ -72,6 +72,13 @@ def test_prepare_input_error_is_one_notification_and_nothing_runs(qtbot, dock):
     assert not dock.runner.running and dock.shown == []
     assert error_messages(start) == ["no video: open one"]
     assert dock.status.text() == "no video: open one"
+    start = n_records()
+
+    def buggy():
+        raise KeyError("frames")
+
+    assert not dock.start(count, prepare=buggy)              # a bug: one line, no dialog
+    assert error_messages(start) == ["counting failed (KeyError: 'frames')"]
 
 
 def test_worker_exception_becomes_one_line_naming_it(qtbot, dock):
@@ -128,6 +135,16 @@ def test_deleting_the_widget_cancels_the_run(qtbot):
     dock.deleteLater()
     qtbot.waitUntil(task.cancel.is_set, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: not dock.runner.running, timeout=WAIT_MS)
+
+
+def test_out_of_memory_in_the_worker_says_what_to_do(qtbot, dock):
+    def greedy(job, task):
+        raise MemoryError
+
+    dock.start(greedy)
+    wait(qtbot, dock)
+    assert dock.shown[-1].message == ("counting ran out of memory; use a smaller frame "
+                                      "range or the CPU.")
 
 
 def test_progress_text():
