@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     run, interrupt = COMMANDS[args.command]
     cancel = threading.Event() if interrupt else None
     try:
-        with CancelOnSigint(cancel, interrupt or ""):
+        with CancelOnSigint(cancel, interrupt or ""), warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
             code = run(args, cancel)
     except InputError as exc:
         print(f"corrflow: error: {exc}", file=sys.stderr)
@@ -270,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     return _interrupted() if cancel is not None and cancel.is_set() else code
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. the working-resolution note) as one line on stderr."""
+    kind = "note" if category.__name__.endswith("Note") else "warning"
+    print(f"corrflow: {kind}: {message}", file=sys.stderr)
 
 
 def _interrupted() -> int:
