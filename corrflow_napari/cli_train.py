@@ -43,6 +43,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="ablation: all-pairs instead of restricted attention")
     parser.add_argument("--no-scheduled-sampling", dest="no_scheduled_sampling",
                         action="store_true", help="ablation: always copy ground truth")
+    parser.add_argument("--lab-mix", dest="lab_mix", type=float, default=0.0,
+                        help="train through the inference mixture: each copy mixes in the "
+                             "Lab-colour attention with this weight (0: the paper's objective)")
     parser.add_argument("--no-cycle", dest="no_cycle", action="store_true",
                         help="ablation: no cycle-consistency losses")
     return parser
@@ -66,6 +69,7 @@ def config_from_args(args: argparse.Namespace):
           if getattr(args, src, None) is not None}
     kw.update(colour_dropout=not getattr(args, "no_colour_dropout", False),
               restricted=not getattr(args, "full_attention", False),
+              lab_mix=getattr(args, "lab_mix", 0.0),
               scheduled_sampling=not getattr(args, "no_scheduled_sampling", False),
               cycle=not getattr(args, "no_cycle", False))
     if "crop" in kw and kw["crop"] % 4:

@@ -37,6 +37,8 @@ class TrainConfig:
     restricted: bool = True               # False: full (all-pairs) attention
     scheduled_sampling: bool = True       # False: frame 1 values are always ground truth
     cycle: bool = True                    # cycle-consistency losses
+    lab_mix: float = 0.0                  # every copy mixes in the Lab-colour attention with
+    #   this weight, as inference does with the model's lab_mix (0: the paper's objective)
     forward_weight: float = 1.0
     cycle_weight: float = 0.1
     prob_eps: float = 1e-6                # probabilities are clamped to >= eps before log
@@ -57,6 +59,8 @@ class TrainConfig:
             raise InputError("batch and iters must be >= 1.")
         if self.scale_to not in ("crop", "native"):
             raise InputError(f"scale_to must be 'crop' or 'native', not {self.scale_to!r}.")
+        if not 0.0 <= self.lab_mix < 1.0:
+            raise InputError(f"lab_mix {self.lab_mix} must be in [0, 1).")
         if self.interval is not None and self.interval < 1:
             raise InputError(f"frame interval {self.interval} must be >= 1.")
 

@@ -12,7 +12,11 @@ optimisation step.
   p, else the model's own reconstruction: scheduled sampling, p = 0.9 -> 0.6 linearly);
   cycle losses 0->1->0 and 0->1->2->1->0 against frame 0;
 * loss = 1.0 * sum(forward NLL) + 0.1 * sum(cycle NLL) of the x4 bilinearly upsampled
-  class probabilities against the true class of every pixel.
+  class probabilities against the true class of every pixel;
+* with ``config.lab_mix`` = m > 0 every copy is the mixture the model is used with at
+  inference: (1 - m) x the learned attention + m x the Lab-colour baseline's attention
+  (4x4-averaged Lab of the unaltered frames, -|d|^2 / 0.05), so the learned half is
+  trained for what colour matching gets wrong.
 
 Every frame is encoded once per step and its features are reused by all paths.
 """
@@ -24,7 +28,7 @@ from torch import nn
 
 from ..model.attention import full_attention, restricted_attention
 from ..model.colour import colour_dropout, colour_jitter, quantise_ab, rgb_to_lab
-from ..model.features import CorrFlowModel
+from ..model.features import CorrFlowModel, LabFeatures, lab_features
 from .config import TrainConfig, lr_at, p_at
 
 
@@ -64,14 +68,25 @@ def clip_loss(encoder: nn.Module, clip: torch.Tensor, centroids: torch.Tensor,
         raise ValueError(f"feature map {tuple(feats.shape[-2:])} does not match the pooled "
                          f"labels {tuple(soft.shape[-2:])}")
 
+    lab = None
+    if config.lab_mix > 0:
+        with torch.no_grad():
+            lab = lab_features(clip.flatten(0, 1)).view(b, t, 3, *feats.shape[-2:])
+
     def copy(q: int, r: int, values: torch.Tensor) -> torch.Tensor:
         """Rebuild frame q's class distribution by copying ``values`` from frame r."""
         if config.restricted:
-            return restricted_attention(feats[:, q], feats[:, r:r + 1], values[:, None],
-                                        radius=config.radius,
-                                        temperature=config.temperature)
-        return full_attention(feats[:, q], feats[:, r:r + 1], values[:, None],
-                              temperature=config.temperature)
+            out = restricted_attention(feats[:, q], feats[:, r:r + 1], values[:, None],
+                                       radius=config.radius, temperature=config.temperature)
+        else:
+            out = full_attention(feats[:, q], feats[:, r:r + 1], values[:, None],
+                                 temperature=config.temperature)
+        if lab is None:
+            return out
+        colour = restricted_attention(lab[:, q], lab[:, r:r + 1], values[:, None],
+                                      radius=config.radius, metric=LabFeatures.inference.metric,
+                                      temperature=LabFeatures.inference.temperature)
+        return (1 - config.lab_mix) * out + config.lab_mix * colour
 
     eps = config.prob_eps
     parts: dict[str, float] = {}
