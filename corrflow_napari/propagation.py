@@ -4,30 +4,42 @@ label propagation on top of it (numpy in, numpy out; keypoints: :mod:`.tracking`
 Labels are carried as per-object probabilities at feature resolution (1/4 of the frame),
 copied from a reference memory through restricted attention:
   * every keyframe (the user's painted frames; the nearest ``max_keyframes`` in time),
-  * the last ``n_recent`` frames propagated in the current segment (soft labels).
-Schedule: forward from each keyframe until the next one, backward before the first.
-Each frame is encoded exactly once; results are upsampled to the full frame size.
+  * the last ``n_recent`` frames propagated in the current chain (soft labels).
+Schedule: a frame t between keyframes a < t < b gets the forward chain from a and the
+backward chain from b, fused (``fusion``: weights (b - t) / (b - a) for a's side, or also
+by each side's confidence; "one-sided": forward only); before the first / after the last
+keyframe one direction. Features go through a :class:`.feature_cache.FeatureCache` (the
+caller's, or one per run): each frame is encoded once per run, and a re-run after a
+correction (:func:`affected_range`) only runs the attention. Results are upsampled to the
+full frame size; :func:`propagate` adds a confidence per frame and object (:mod:`.confidence`).
 """
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import confidence as conf
 from .errors import InputError
+from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, scaled_size
 from .model.attention import ReferenceTiles, attend, prepare_reference
 from .model.features import FeatureExtractor
 from .options import option
+from .working_resolution import at_working_resolution
+
+PropagationResult = conf.PropagationResult
 
 ProgressFn = Callable[[int, int], None]
+FUSIONS = ("distance", "confidence", "one-sided")
+PRIVATE_CACHE_BYTES = 2 * 1024 ** 3   # a run's own feature cache when the caller gives none
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class PropagationSettings:
 
     ``max_keyframes`` is 1 by default: a later correction must win over an earlier
     keyframe that disagrees with it (see test_keyframe_correction_is_honoured).
+    ``fusion``: how a frame between two keyframes combines the chains from both.
     """
 
     radius: int = field(default=6, metadata=option(
@@ -51,6 +64,13 @@ class PropagationSettings:
     scale: float = field(default=1.0, metadata=option(
         "resize frames by this factor before matching (0.5: about 4x faster, coarser)",
         minimum=0.05, maximum=1.0))
+    max_size: int = field(default=480, metadata=option(
+        "match frames at a short side of at most this many pixels; 0 = native",
+        minimum=0, maximum=8192))
+    fusion: str = field(default="distance", metadata=option(
+        "frames between two keyframes: distance = both sides weighted by nearness; "
+        "confidence = also by each side's confidence; one-sided = forward only",
+        choices=FUSIONS))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
@@ -67,11 +87,6 @@ def check_frames(frames) -> tuple[int, int, int]:
     if t == 0:
         raise InputError("the video has no frames; check the file.")
     return t, h, w
-
-
-def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
-    """(H, W) of a frame resized by ``scale`` before encoding (at least 4 x 4 pixels)."""
-    return max(4, int(round(h * scale))), max(4, int(round(w * scale)))
 
 
 def feature_hw(h: int, w: int, scale: float) -> tuple[int, int]:
@@ -109,45 +124,6 @@ def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float) -> to
 # --------------------------------------------------------------------------- engine
 
 
-class FrameEncoder:
-    """Encodes frame t (uint8 (H, W, 3)) to (C, h, w) features, resizing by ``scale``."""
-
-    def __init__(self, model: FeatureExtractor, frames, scale: float):
-        self.model, self.frames, self.scale = model, frames, scale
-        self.count = 0
-        self._cpu_model: FeatureExtractor | None = None
-
-    def __call__(self, t: int) -> torch.Tensor:
-        frame = np.asarray(self.frames[t])
-        self.count += 1
-        x = torch.from_numpy(np.ascontiguousarray(frame))[None]
-        if self.scale != 1.0:
-            h, w = scaled_size(frame.shape[0], frame.shape[1], self.scale)
-            x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
-                              align_corners=False, antialias=True)
-            x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        if self._cpu_model is None:
-            try:
-                return self.model.encode(x)[0]
-            except torch.OutOfMemoryError:
-                if self.model.device.type == "cpu":
-                    raise
-                _free_accelerator_memory(self.model.device)
-                warnings.warn(f"{self.model.device.type.upper()} out of memory while encoding "
-                              f"frame {t}; encoding on the CPU from here on (slower). Use "
-                              "--scale 0.5 or a smaller video to stay on the GPU.",
-                              RuntimeWarning, stacklevel=2)
-                self._cpu_model = copy.deepcopy(self.model).to("cpu")
-        return self._cpu_model.encode(x)[0].to(self.model.device)
-
-
-def _free_accelerator_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
-
-
 def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, state: dict):
     """:func:`attend` that, when the device runs out of memory, halves the number of
     tiles processed at once (down to 1) and retries, warning once; ``state['chunk']``
@@ -160,7 +136,7 @@ def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, sta
         except torch.OutOfMemoryError:
             if chunk == 1:
                 raise
-            _free_accelerator_memory(query.device)
+            free_accelerator_memory(query.device)
             state["chunk"] = max(1, (chunk or 128) // 2)
             if not state.get("warned"):
                 warnings.warn(f"{query.device.type.upper()} out of memory in the attention; "
@@ -170,11 +146,12 @@ def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, sta
 
 
 def schedule(keys: list[int], t_total: int, start: int, stop: int,
-              direction: str) -> list[tuple[int, list[int]]]:
-    """Segments ``(source keyframe, [target frames in order])``.
+             direction: str, two_sided: bool = False) -> list[tuple[int, list[int]]]:
+    """Chains ``(source keyframe, [target frames in order])``.
 
     forward: k_i+1 .. k_{i+1}-1; backward: k_i-1 .. k_{i-1}+1; both: forward from every
-    keyframe and backward only before the first. Targets are clipped to [start, stop).
+    keyframe, backward before the first (``two_sided``: from every keyframe). Chains that
+    reach [start, stop) are kept, ending at its far end.
     """
     if direction not in ("forward", "backward", "both"):
         raise InputError(f"direction must be forward, backward or both, not {direction!r}.")
@@ -185,43 +162,90 @@ def schedule(keys: list[int], t_total: int, start: int, stop: int,
             targets = list(range(k + 1, min(end, stop)))
             if targets and targets[-1] >= start:
                 segments.append((k, targets))
-    backward_keys = keys[:1] if direction == "both" else keys
+    backward_keys = keys[:1] if direction == "both" and not two_sided else keys
     if direction in ("backward", "both"):
         for k in backward_keys:
             i = keys.index(k)
             end = keys[i - 1] if i > 0 else -1
             targets = list(range(k - 1, max(end, start - 1), -1))
-            if targets:
+            if targets and targets[-1] < stop:
                 segments.append((k, targets))
     return segments
 
 
-def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
-                     on_frame: Callable[[int, torch.Tensor], None], *,
-                     settings: PropagationSettings | None = None, start: int = 0,
-                     stop: int | None = None, direction: str = "both",
-                     progress: ProgressFn | None = None,
-                     cancel: threading.Event | None = None) -> int:
-    """Propagate arbitrary value maps from seed frames through the video.
-
-    seeds: {t: (V, h, w) tensor at feature resolution} (keyframe labels or heatmaps).
-    on_frame(t, values): called with each computed frame's (V, h, w) values, in order.
-    Frames in [start, stop) are reported; frames outside are computed only if a chain
-    from a keyframe has to pass through them. Returns the number of frames encoded.
-    """
+def affected_range(keyframes: Iterable[int], k: int, t_total: int,
+                   settings: PropagationSettings | None = None) -> tuple[int, int]:
+    """``(start, stop)`` for :func:`propagate` after keyframe ``k`` was added, repainted or
+    removed: the frames between the keyframes on either side of ``k`` (0 / ``t_total``
+    where none). One-sided: from ``k`` unless it is (was) the first keyframe. With
+    ``max_keyframes`` > 1 any frame may use ``k`` as a reference: (0, t_total)."""
     settings = settings or PropagationSettings()
+    keys = sorted({int(t) % t_total for t in keyframes} - {k})
+    if settings.max_keyframes > 1:
+        return 0, t_total
+    before = [t for t in keys if t < k]
+    after = [t for t in keys if t > k]
+    start = before[-1] + 1 if before else 0
+    if settings.fusion == "one-sided" and before:
+        start = k
+    return start, after[0] if after else t_total
+
+
+class FrameSides(NamedTuple):
+    """One computed frame: ``values`` (V, h, w) as reported (fused between two keyframes);
+    ``forward`` / ``backward`` each chain's values (None for a side it does not have);
+    ``w_forward`` the forward side's weight; ``sources`` (forward, backward) keyframes."""
+
+    t: int
+    values: torch.Tensor
+    forward: torch.Tensor | None
+    backward: torch.Tensor | None
+    w_forward: float
+    sources: tuple[int | None, int | None]
+
+
+def _plan(keys: list[int], t_total: int, start: int, stop: int, direction: str,
+          two_sided: bool) -> list[tuple]:
+    """Chains in run order: ``(forward chain or None, backward chain or None)`` where a
+    chain is ``(source, targets)``; a pair covers the frames between two keyframes."""
+    segments = schedule(keys, t_total, start, stop, direction, two_sided)
+    fwd = [(s, tg) for s, tg in segments if tg[0] > s]
+    bwd = {s: tg for s, tg in segments if tg[0] < s}
+    plan = []
+    for s, tg in fwd:
+        nxt = next((k for k in keys if k > s), None)
+        plan.append(((s, tg), (nxt, bwd.pop(nxt)) if two_sided and nxt in bwd else None))
+    return plan + [(None, (s, tg)) for s, tg in bwd.items()]
+
+
+def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
+                    on_sides: Callable[[FrameSides], None], *,
+                    settings: PropagationSettings | None = None, start: int = 0,
+                    stop: int | None = None, direction: str = "both",
+                    progress: ProgressFn | None = None,
+                    cancel: threading.Event | None = None,
+                    cache: FeatureCache | None = None, video_key=None) -> int:
+    """:func:`propagate_values` reporting both sides of each frame (:class:`FrameSides`).
+    Progress counts attention passes (a frame between two keyframes takes two)."""
+    settings = settings or PropagationSettings()
+    if settings.fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not {settings.fusion!r}.")
     t_total = len(frames)
     stop = t_total if stop is None else min(stop, t_total)
     keys = sorted(seeds)
-    segments = schedule(keys, t_total, start, stop, direction)
-    total = sum(sum(1 for t in tg if start <= t < stop) for _, tg in segments)
-    encode = FrameEncoder(model, frames, settings.scale)
+    two_sided = direction == "both" and settings.fusion != "one-sided"
+    plan = _plan(keys, t_total, start, stop, direction, two_sided)
+    total = sum(len(c[1]) for pair in plan for c in pair if c is not None)
+    if cache is None:                     # each frame encoded once per run, both sides
+        cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
+    encode = FrameEncoder(model, frames, settings.scale, cache=cache, video_key=video_key)
     # References are kept tiled for the attention (prepare_reference): each frame's
     # features are tiled once, when it becomes a reference, not once per use.
-    key_feats: dict[int, torch.Tensor] = {}
-    key_tiled: dict[int, ReferenceTiles] = {}
-    done = 0
+    key_tiled: dict[int, list[ReferenceTiles]] = {}
     oom: dict = {}                        # attention chunk size after an out-of-memory
+    done = 0
+    groups = model.affinity_groups()
+    masses = {k: conf.object_mass(v) for k, v in seeds.items()}
     if progress:
         progress(0, total)
 
@@ -229,44 +253,89 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
         others = sorted((k for k in keys if k != source), key=lambda k: abs(k - t))
         return [source] + others[:max(0, settings.max_keyframes - 1)]
 
-    groups = model.affinity_groups()
-
     def tiled(feat: torch.Tensor) -> list[ReferenceTiles]:
         """One tiled reference per affinity group."""
         return [prepare_reference(feat[None, g.start:g.stop], radius=settings.radius,
                                   metric=g.metric) for g in groups]
 
+    def chain(source: int, targets: list[int]):
+        """Yields (t, values) along one chain; ends early on cancel."""
+        nonlocal done
+        recent: deque = deque(maxlen=max(0, settings.n_recent))
+        for t in targets:
+            if cancel is not None and cancel.is_set():
+                return
+            feat = encode(t)
+            refs = key_refs(source, t)
+            for k in [k for k in key_tiled if k not in refs]:
+                del key_tiled[k]                  # tiled: only the keyframes in use
+            for k in refs:
+                if k not in key_tiled:
+                    key_tiled[k] = tiled(encode(k))
+            ref_tiles = [key_tiled[k] for k in refs] + [f for f, _ in recent]
+            ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
+                                   + [v for _, v in recent])[None]
+            vals = sum(g.weight * _attend_oom_safe(
+                feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
+                temperature=g.temperature, topk=settings.topk,
+                chunk_tiles=settings.chunk_tiles, state=oom)[0]
+                for i, g in enumerate(groups))
+            if settings.n_recent:
+                recent.append((tiled(feat), vals))
+            done += 1
+            if progress:
+                progress(done, total)
+            yield t, vals
+
+    def wanted(t: int) -> bool:
+        return start <= t < stop
+
     with torch.inference_mode():
-        for source, targets in segments:
-            recent: deque = deque(maxlen=max(0, settings.n_recent))
-            for t in targets:
-                if cancel is not None and cancel.is_set():
-                    return encode.count
-                feat = encode(t)
-                refs = key_refs(source, t)
-                for k in [k for k in key_tiled if k not in refs]:
-                    del key_tiled[k]                  # tiled: only the keyframes in use
-                for k in refs:
-                    if k not in key_feats:
-                        key_feats[k] = encode(k)
-                    if k not in key_tiled:
-                        key_tiled[k] = tiled(key_feats[k])
-                ref_tiles = [key_tiled[k] for k in refs] + [f for f, _ in recent]
-                ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
-                                       + [v for _, v in recent])[None]
-                vals = sum(g.weight * _attend_oom_safe(
-                    feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
-                    temperature=g.temperature, topk=settings.topk,
-                    chunk_tiles=settings.chunk_tiles, state=oom)[0]
-                    for i, g in enumerate(groups))
-                if settings.n_recent:
-                    recent.append((tiled(feat), vals))
-                if start <= t < stop:
-                    on_frame(t, vals)
-                    done += 1
-                    if progress:
-                        progress(done, total)
+        for fwd, bwd in plan:
+            if fwd is not None and bwd is not None:          # between two keyframes
+                (a, f_targets), (b, b_targets) = fwd, bwd
+                back = {t: v for t, v in chain(b, b_targets) if wanted(t)}
+                for t, v in ([] if cancel is not None and cancel.is_set()
+                             else chain(a, f_targets)):
+                    if t in back:
+                        bv, w = back.pop(t), (b - t) / (b - a)
+                        if settings.fusion == "confidence":
+                            w = conf.fusion_weight(v, bv, w, (masses[a], masses[b]))
+                        on_sides(FrameSides(t, w * v + (1 - w) * bv, v, bv, w, (a, b)))
+            else:
+                source, targets = fwd if fwd is not None else bwd
+                forward = fwd is not None
+                for t, v in chain(source, targets):
+                    if wanted(t):
+                        on_sides(FrameSides(t, v, v if forward else None,
+                                            None if forward else v, float(forward),
+                                            (source, None) if forward else (None, source)))
+            if cancel is not None and cancel.is_set():
+                break
     return encode.count
+
+
+def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
+                     on_frame: Callable[[int, torch.Tensor], None], *,
+                     settings: PropagationSettings | None = None, start: int = 0,
+                     stop: int | None = None, direction: str = "both",
+                     progress: ProgressFn | None = None,
+                     cancel: threading.Event | None = None,
+                     cache: FeatureCache | None = None, video_key=None) -> int:
+    """Propagate arbitrary value maps from seed frames through the video.
+
+    seeds: {t: (V, h, w) tensor at feature resolution} (keyframe labels or heatmaps).
+    on_frame(t, values): called with each computed frame's (V, h, w) values (between two
+    keyframes: the two sides fused); frames between two keyframes come in forward order
+    once both sides are done. Frames in [start, stop) are reported; frames outside are
+    computed only if a chain from a keyframe has to pass through them.
+    cache / video_key: a FeatureCache kept between runs and this video's key in it.
+    Returns the number of frames encoded (cache misses).
+    """
+    return propagate_sides(model, frames, seeds, lambda s: on_frame(s.t, s.values),
+                           settings=settings, start=start, stop=stop, direction=direction,
+                           progress=progress, cancel=cancel, cache=cache,
+                           video_key=video_key)
 
 
 # --------------------------------------------------------------------------- labels
@@ -323,31 +392,34 @@ def _check_keyframes(keyframes: dict, t_total: int, h: int, w: int) -> dict[int,
     return out
 
 
-def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
-                     progress: ProgressFn | None = None,
-                     cancel: threading.Event | None = None, *,
-                     settings: PropagationSettings | None = None,
-                     start: int = 0, stop: int | None = None, direction: str = "both",
-                     on_frame: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
-    """Propagate keyframe masks to every frame.
+def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
+              progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
+              settings: PropagationSettings | None = None, start: int = 0,
+              stop: int | None = None, direction: str = "both",
+              on_frame: Callable[[int, np.ndarray], None] | None = None,
+              cache: FeatureCache | None = None, video_key=None) -> PropagationResult:
+    """Propagate keyframe masks to every frame, with a confidence per frame and object.
 
     frames: (T, H, W, 3) uint8 array-like (a lazy ``Video`` is fine).
     keyframes: {t: (H, W) integer ids, 0 = background}; returned unchanged.
-    progress(done, total) per frame; ``cancel`` (threading.Event) stops at the next frame.
-    on_frame(t, labels_t): called as each frame is finished ((H, W) array).
-    Returns (T, H, W) labels (uint8 when ids <= 255); frames not computed (outside
-    [start, stop), or after a cancel) are 0.
+    progress(done, total) per attention pass; ``cancel`` (threading.Event) stops at the
+    next frame. on_frame(t, labels_t): called as each frame is finished ((H, W) array).
+    start / stop: report only frames in [start, stop) (after a correction at k:
+    :func:`affected_range`). cache / video_key: a FeatureCache kept between runs (e.g.
+    per video) and the video's key in it (default: derived from ``frames``); without a
+    cache each frame is still encoded once per run.
+    Returns a :class:`~corrflow_napari.confidence.PropagationResult`: labels (T, H, W)
+    (uint8 when ids <= 255; frames not computed are 0), confidence (T,) and
+    object_confidence (T, N) in [0, 1] (NaN: not computed; 1: keyframes), object_ids (N,).
     """
     settings = settings or PropagationSettings()
     t_total, h, w = check_frames(frames)
     keys = _check_keyframes(keyframes, t_total, h, w)
+    settings = at_working_resolution(settings, h, w, keys)   # scale: max_size, small objects
     ids = np.unique(np.concatenate([np.unique(m) for m in keys.values()]))
     ids = np.union1d([0], ids)                                 # channel 0 = background
     out = np.zeros((t_total, h, w), dtype=label_dtype(int(ids.max())))
     stop = t_total if stop is None else min(stop, t_total)
-    for t, m in keys.items():
-        if start <= t < stop:
-            out[t] = m
     hs, ws = scaled_size(h, w, settings.scale)
     fhw = feature_hw(h, w, settings.scale)
     device = model.device
@@ -356,15 +428,36 @@ def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.nd
         channels = np.searchsorted(ids, resize_nearest(m, (hs, ws)))   # id -> channel
         onehot = F.one_hot(torch.from_numpy(channels), len(ids)).permute(2, 0, 1)
         seeds[t] = downsample_probs(onehot, fhw).to(device)
+    record = conf.Recorder(t_total, seeds)
+    for t, m in keys.items():
+        if start <= t < stop:
+            out[t] = m
+            record.keyframe(t)
     ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
 
-    def write(t: int, vals: torch.Tensor) -> None:
-        probs = _upsample(vals, (h, w), settings.scale)
+    def write(s: FrameSides) -> None:
+        probs = _upsample(s.values, (h, w), settings.scale)
         lab = ids_t[_argmax0(probs)].cpu().numpy().astype(out.dtype)
-        out[t] = lab
+        out[s.t] = lab
+        record(s)
         if on_frame is not None:
-            on_frame(t, lab)
+            on_frame(s.t, lab)
 
-    propagate_values(model, frames, seeds, write, settings=settings, start=start, stop=stop,
-                     direction=direction, progress=progress, cancel=cancel)
-    return out
+    propagate_sides(model, frames, seeds, write, settings=settings, start=start, stop=stop,
+                    direction=direction, progress=progress, cancel=cancel, cache=cache,
+                    video_key=video_key)
+    return record.result(out, ids[1:])
+
+
+def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
+                     progress: ProgressFn | None = None,
+                     cancel: threading.Event | None = None, *,
+                     settings: PropagationSettings | None = None,
+                     start: int = 0, stop: int | None = None, direction: str = "both",
+                     on_frame: Callable[[int, np.ndarray], None] | None = None,
+                     cache: FeatureCache | None = None, video_key=None) -> np.ndarray:
+    """:func:`propagate`'s labels: (T, H, W), uint8 when ids <= 255; frames not computed
+    (outside [start, stop), or after a cancel) are 0; keyframes are returned unchanged."""
+    return propagate(model, frames, keyframes, progress, cancel, settings=settings,
+                     start=start, stop=stop, direction=direction, on_frame=on_frame,
+                     cache=cache, video_key=video_key).labels

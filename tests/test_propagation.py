@@ -48,10 +48,13 @@ def test_backward_from_last_frame(lab):
 
 
 def test_keyframe_correction_is_honoured(lab):
+    # One-sided schedule (fusion="one-sided"): a correction reaches forward only.
+    # Two-sided, it reaches back as well: tests/test_two_sided.py.
     frames, gt = moving_squares()
     wrong = gt[0].copy()
     wrong[wrong == 7] = 0                     # frame 0 forgets object 7
-    out = propagate_labels(lab, frames, {0: wrong, 6: gt[6]})
+    out = propagate_labels(lab, frames, {0: wrong, 6: gt[6]},
+                           settings=PropagationSettings(fusion="one-sided"))
     assert not (out[1:6] == 7).any()           # before the correction: no object 7
     np.testing.assert_array_equal(out[6], gt[6])
     for i in range(7, len(gt)):                # after: object 7 follows the correction
@@ -89,13 +92,18 @@ def test_each_frame_encoded_once_and_progress(lab):
             encoded.append(t)
             return frames[t]
 
-    out = propagate_labels(lab, Counting(), {3: gt[3], 7: gt[7]},
-                           progress=lambda d, n: calls.append((d, n)),
-                           on_frame=lambda t, lab_t: seen.append(t))
-    assert sorted(encoded) == list(range(10))
-    assert sorted(seen) == [t for t in range(10) if t not in (3, 7)]
-    assert calls[-1] == (8, 8)
-    np.testing.assert_array_equal(out[7], gt[7])
+    # two-sided: frames 4-6 take two attention passes (forward from 3, backward from 7)
+    # but each frame is still encoded once (the run's private feature cache)
+    for fusion, steps in (("distance", 11), ("one-sided", 8)):
+        seen.clear(), encoded.clear(), calls.clear()
+        out = propagate_labels(lab, Counting(), {3: gt[3], 7: gt[7]},
+                               progress=lambda d, n: calls.append((d, n)),
+                               on_frame=lambda t, lab_t: seen.append(t),
+                               settings=PropagationSettings(fusion=fusion))
+        assert sorted(encoded) == list(range(10))
+        assert sorted(seen) == [t for t in range(10) if t not in (3, 7)]
+        assert calls[0] == (0, steps) and calls[-1] == (steps, steps)
+        np.testing.assert_array_equal(out[7], gt[7])
 
 
 def test_cancel_keeps_finished_frames(lab):
@@ -227,6 +235,8 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
 
 def test_user_facing_propagation_options():
     assert [o.name for o in options(PropagationSettings)] == [
-        "radius", "topk", "n_recent", "max_keyframes", "scale"]
+        "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion"]
+    fusion = {o.name: o for o in options(PropagationSettings)}["fusion"]
+    assert fusion.default == "distance" and "one-sided" in fusion.choices
     topk = {o.name: o for o in options(PropagationSettings)}["topk"]
     assert topk.optional and topk.default == 10

@@ -1,0 +1,206 @@
+"""A frame's features: :class:`FrameEncoder` encodes frame t at the working scale, and a
+:class:`FeatureCache` keeps encoder outputs between propagation runs, so that a re-run
+after a correction only runs the attention.
+
+A :class:`FeatureCache` holds ``(C, h, w)`` feature tensors in memory, bounded by bytes,
+least recently used out. Entries are keyed by ``(video key, frame, model key, encoder
+input size)``:
+
+* video key: chosen by the caller (the widget: its Image layer; the CLI: the video
+  path); :func:`video_key` derives one from the frames object when none is given;
+* model key (:func:`model_key`): the model's class, a hash of its weights and buffers,
+  its inference settings and its device, so new weights, a fine-tuned copy, another
+  ``lab_mix`` or ``frame_bn`` never reuse old features;
+* encoder input size ``(H', W')``: the frame size after the working-resolution scale,
+  so a different scale never reuses old features.
+
+Thread-safe (the widgets run propagation in a worker thread). Qt-free.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Hashable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3   # 2 GiB: about 300 frames of 480p shipped-model features
+
+
+class FeatureCache:
+    """In-memory LRU store of encoder outputs, at most ``max_bytes`` bytes of tensors.
+
+    ``get(key)`` returns the tensor or None (counted in ``hits`` / ``misses``) and marks
+    it recently used; ``put(key, tensor)`` stores it and drops the least recently used
+    entries until the total fits (a tensor larger than ``max_bytes`` is not stored).
+    ``nbytes`` is the bytes held, ``clear()`` empties it, ``drop(video=...)`` forgets one
+    video's frames.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensors held."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
+        size = _nbytes(value)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._nbytes -= _nbytes(old)
+            if size > self.max_bytes:
+                return
+            self._items[key] = value
+            self._nbytes += size
+            while self._nbytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._nbytes -= _nbytes(dropped)
+
+    def drop(self, video: Hashable) -> int:
+        """Forget every frame of video key ``video``; returns the number of entries."""
+        with self._lock:
+            keys = [k for k in self._items if k[0] == video]
+            for k in keys:
+                self._nbytes -= _nbytes(self._items.pop(k))
+            return len(keys)
+
+    def clear(self) -> None:
+        """Forget everything (the hit and miss counters are kept)."""
+        with self._lock:
+            self._items.clear()
+            self._nbytes = 0
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def model_key(model) -> str:
+    """A key that changes whenever ``model``'s features can change: ``"<name>:<hash>"``
+    where the hash covers the class, every parameter and buffer (names, shapes, values),
+    the inference settings (``model.inference``) and the device type. Two models loaded
+    from the same weights share a key; a fine-tuned or edited model gets a new one.
+    Costs one pass over the weights (a few ms for the shipped model)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    h.update(repr(getattr(model, "inference", None)).encode())
+    h.update(str(getattr(model, "device", "cpu")).split(":")[0].encode())
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes()
+                 if t.dtype != torch.bfloat16 else t.detach().float().cpu().numpy().tobytes())
+    return f"{getattr(model, 'name', type(model).__name__)}:{h.hexdigest()}"
+
+
+def video_key(frames) -> tuple:
+    """A key for a frames object when the caller names none: ``("frames", id(frames),
+    shape, fingerprint)`` where the fingerprint hashes every 7th pixel of frame 0. The id
+    alone could be reused by a new object after the old one is freed; the shape and frame
+    0's pixels make a stale hit unlikely. Callers that have a stable name (a file path, a
+    napari layer) should pass their own key, and drop it when the video's pixels change."""
+    first = np.ascontiguousarray(np.asarray(frames[0])[::7, ::7])
+    digest = hashlib.blake2b(first.tobytes(), digest_size=8).hexdigest()
+    return ("frames", id(frames), tuple(int(s) for s in frames.shape), digest)
+
+
+default_video_key = video_key
+
+
+def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(H, W) of a frame resized by ``scale`` before encoding (at least 4 x 4 pixels)."""
+    return max(4, int(round(h * scale))), max(4, int(round(w * scale)))
+
+
+class FrameEncoder:
+    """Encodes frame t (uint8 (H, W, 3)) to (C, h, w) features, resizing by ``scale``.
+
+    With a ``cache`` (:class:`FeatureCache`) features are
+    looked up under ``(video_key, t, model_key(model), encoder input size)`` first and
+    stored after encoding; ``video_key`` None derives one from the frames object
+    (:func:`video_key`). ``count``: encoder calls made.
+    """
+
+    def __init__(self, model: nn.Module, frames, scale: float,
+                 cache: FeatureCache | None = None, video_key=None):
+        self.model, self.frames, self.scale = model, frames, scale
+        self.count = 0
+        self._cpu_model: nn.Module | None = None
+        self.cache = cache
+        if cache is not None:
+            h, w = int(frames.shape[1]), int(frames.shape[2])
+            vkey = video_key if video_key is not None else default_video_key(frames)
+            self._key = (vkey, model_key(model), scaled_size(h, w, scale))
+
+    def __call__(self, t: int) -> torch.Tensor:
+        if self.cache is None:
+            return self._encode(t)
+        vkey, mkey, size = self._key
+        key = (vkey, int(t), mkey, size)
+        feat = self.cache.get(key)
+        if feat is None:
+            feat = self._encode(t)
+            self.cache.put(key, feat)
+        return feat
+
+    def _encode(self, t: int) -> torch.Tensor:
+        frame = np.asarray(self.frames[t])
+        self.count += 1
+        x = torch.from_numpy(np.ascontiguousarray(frame))[None]
+        if self.scale != 1.0:
+            h, w = scaled_size(frame.shape[0], frame.shape[1], self.scale)
+            x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
+                              align_corners=False, antialias=True)
+            x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        if self._cpu_model is None:
+            try:
+                return self.model.encode(x)[0]
+            except torch.OutOfMemoryError:
+                if self.model.device.type == "cpu":
+                    raise
+                free_accelerator_memory(self.model.device)
+                warnings.warn(f"{self.model.device.type.upper()} out of memory while encoding "
+                              f"frame {t}; encoding on the CPU from here on (slower). Use "
+                              "--scale 0.5 or a smaller video to stay on the GPU.",
+                              RuntimeWarning, stacklevel=2)
+                self._cpu_model = copy.deepcopy(self.model).to("cpu")
+        return self._cpu_model.encode(x)[0].to(self.model.device)
+
+
+def free_accelerator_memory(device: torch.device) -> None:
+    """Return cached accelerator memory to the driver (after an out-of-memory)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
