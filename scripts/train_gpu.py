@@ -103,6 +103,8 @@ def _config(args, batch: int) -> TrainConfig:
     else:
         base = TrainConfig.paper()
     lr = 2e-4 * math.sqrt(batch / PAPER_BATCH)
+    if args.crop:
+        base = replace(base, crop=args.crop)
     return replace(base, batch=batch, iters=args.iters, lr=lr, seed=args.seed,
                    save_every=0, log_every=args.log_every, lab_mix=args.lab_mix)
 
@@ -151,6 +153,10 @@ def run(args) -> dict:
         start_step, opt_state = int(ck.get("step", 0)), ck.get("optimizer")
         batch = int(ck["train_config"]["batch"])
         print(f"resuming {ckpt} at step {start_step}", flush=True)
+    elif args.init:
+        model = model_from_checkpoint(read_checkpoint(args.init), source=str(args.init))
+        batch = args.batch
+        print(f"starting from {args.init} (width {model.config.width})", flush=True)
     else:
         torch.manual_seed(args.seed)
         width = 0.25 if args.tiny else args.width
@@ -232,6 +238,9 @@ def run(args) -> dict:
             last_save = time.monotonic()
     save()
     log.close()
+    if args.export:
+        save_checkpoint(args.export, model, half=True, step=step, bundle=str(args.bundle))
+        print(f"exported fp16 weights to {args.export}", flush=True)
     elapsed = time.perf_counter() - t_run
     result = {"step": step, "start_step": start_step, "batch": config.batch, "lr": config.lr,
               "steps_per_s": (step - start_step) / max(elapsed, 1e-9),
@@ -259,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--inference-from", default=None,
                    help="copy the inference settings of this checkpoint into the new model")
+    p.add_argument("--init", default=None,
+                   help="start a new run from this checkpoint (e.g. the shipped weights) "
+                        "instead of random weights; ignored when OUT/last.pt exists")
+    p.add_argument("--crop", type=int, default=None, help="crop size (default: 256, tiny 64)")
+    p.add_argument("--export", default=None,
+                   help="also write fp16 weights only (no optimiser state) here at the end")
     p.add_argument("--tiny", action="store_true",
                    help="64-px crops, quarter width: a CPU check of the same code")
     p.add_argument("--lab-mix", type=float, default=0.0,

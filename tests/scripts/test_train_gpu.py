@@ -69,3 +69,19 @@ def test_tiny_run_trains_resumes_and_logs(bundle, tmp_path):
     from corrflow_napari.model import load_model
     model = load_model(tmp_path / "run" / "last.pt", device="cpu")   # a usable checkpoint
     assert model.config.width == 0.25
+
+
+def test_init_from_a_checkpoint_and_export_fp16(bundle, tmp_path):
+    out, _ = bundle
+    train = _load("train_gpu")
+    args = ["--tiny", "--device", "cpu", "--iters", "50", "--batch", "2", "--steps", "1"]
+    train.run(train.build_parser().parse_args([str(out), str(tmp_path / "a"), *args]))
+    export = tmp_path / "continued.pt"
+    res = train.run(train.build_parser().parse_args(
+        [str(out), str(tmp_path / "b"), *args, "--init", str(tmp_path / "a" / "last.pt"),
+         "--export", str(export)]))
+    assert res["start_step"] == 0 and res["step"] == 1
+    from corrflow_napari.model import read_checkpoint
+    ck = read_checkpoint(export)
+    assert "optimizer" not in ck
+    assert any(str(v.dtype) == "torch.float16" for v in ck["encoder"].values())
