@@ -41,20 +41,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="checkpoint file (default: the shipped weights)")
 
 
-def _settings_args(p: argparse.ArgumentParser, tracking: bool = False) -> None:
-    """--features and one flag per user-facing propagation setting; for tracking with
-    tracking's own defaults (no --max-keyframes: a point has one keyframe, its own frame)
-    plus one flag per user-facing TrackSettings field (--motion, ...)."""
+def _settings_args(p: argparse.ArgumentParser, tracking: bool = False,
+                   skip: tuple[str, ...] = ()) -> None:
+    """--features and one flag per user-facing propagation setting (but ``skip``); for
+    tracking with tracking's own defaults (no --max-keyframes: a point has one keyframe,
+    its own frame; no --fusion: points have no two-sided schedule) plus one flag per
+    user-facing TrackSettings field (--motion, ...)."""
     from .options import add_arguments
     from .propagation import PropagationSettings
     p.add_argument("--features", choices=["corrflow", "lab"], default="corrflow",
                    help="corrflow: the learned model (default); lab: no-learning Lab-colour "
                         "baseline")
     if not tracking:
-        add_arguments(p, PropagationSettings)
+        add_arguments(p, PropagationSettings, skip=skip)
         return
     from .tracking import TrackSettings
-    add_arguments(p, TrackSettings().propagation, skip=("max_keyframes",))
+    add_arguments(p, TrackSettings().propagation, skip=("max_keyframes", "fusion"))
     add_arguments(p, TrackSettings)
 
 
@@ -136,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="track only this many frames per sequence (quick runs)")
     _common(p)
     _settings_args(p, tracking=True)
+
+    p = command("eval-interactive", "robot user: J&F after each round of corrections (DAVIS "
+                "layout; the worst frame's ground truth becomes a keyframe each round)")
+    p.add_argument("root", help="folder holding JPEGImages/480p and Annotations/480p")
+    p.add_argument("--sequences", default="all", help="'all' or a comma list")
+    p.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0")
+    p.add_argument("--out", default=None, help="folder for results.json")
+    p.add_argument("--pick", default="gt",
+                   help="which frame the robot corrects: gt (lowest J) or confidence (least "
+                        "confident); a comma list runs one robot per pick")
+    p.add_argument("--fusion", dest="fusions", default="distance",
+                   help="fusion of the two sides (distance, confidence, one-sided); a comma "
+                        "list runs one robot per fusion, sharing the features")
+    p.add_argument("--jobs", type=int, default=1, help="sequences evaluated in parallel")
+    _common(p)
+    _settings_args(p, skip=("fusion",))
 
     add_train_arguments(command("train", "self-supervised training on unlabelled video"))
     add_finetune_arguments(command("finetune", "self-supervised fine-tuning on one clip"))
@@ -242,6 +260,28 @@ def cmd_eval_badja(args, cancel: threading.Event | None = None) -> int:
     return 0
 
 
+def cmd_eval_interactive(args, cancel: threading.Event | None = None) -> int:
+    """Robot-user rounds on a DAVIS-layout folder (table of mean J&F per round on stdout)."""
+    from .evaluation import (
+        evaluate_interactive,
+        format_rounds_table,
+        resolve_sequences,
+        robots_from,
+    )
+    seqs = resolve_sequences(args.root, args.sequences)
+    robots = robots_from(args.pick, args.fusions)
+    if args.features == "corrflow":
+        _model(args)   # fail early on bad weights / device
+    res = evaluate_interactive(args.root, seqs, robots, rounds=args.rounds,
+                               features=args.features, weights=args.weights,
+                               device=args.device, settings=_settings(args), out_dir=args.out,
+                               jobs=max(1, args.jobs), log=lambda s: print(s, file=sys.stderr))
+    print(f"features: {args.features}" + (f" ({args.weights})" if args.weights else "")
+          + f"; {len(seqs)} sequence(s), mean J&F after each round")
+    print(format_rounds_table(res["mean"]))
+    return 0
+
+
 _STOP_AFTER_FRAME = ("interrupt: stopping after this frame; the files written so far are "
                      "kept (Ctrl+C again to abort now)")
 
@@ -251,6 +291,7 @@ COMMANDS = {
     "track": (cmd_track, None),
     "eval-davis": (cmd_eval_davis, None),
     "eval-badja": (cmd_eval_badja, None),
+    "eval-interactive": (cmd_eval_interactive, None),
     "train": (cmd_train, TRAIN_INTERRUPT),
     "finetune": (cmd_finetune, FINETUNE_INTERRUPT),
 }

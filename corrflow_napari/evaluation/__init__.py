@@ -6,10 +6,8 @@ Modules, one concept each:
 * :mod:`.davis_eval`  - DAVIS J&F evaluation of a sequence / a list (process pool);
 * :mod:`.badja_data`  - BADJA joint annotations and their pixel conventions;
 * :mod:`.badja_eval`  - BADJA PCK scoring and evaluation (tracker and static floor);
-* :mod:`.results`     - the one ``results.json`` writer, means and tables.
-
-A simulated-user ("robot") evaluation of interactive correction belongs in a module of
-its own beside these.
+* :mod:`.results`     - the one ``results.json`` writer, means and tables;
+* :mod:`.interactive` - a robot user correcting the worst frame each round (J&F per round).
 """
 from .badja_data import (
     ALPHAS,
@@ -42,6 +40,16 @@ from .davis_data import (
     split_roots,
 )
 from .davis_eval import BASELINES, evaluate_davis, evaluate_davis_sequence
+from .interactive import (
+    PICKS,
+    Robot,
+    evaluate_interactive,
+    evaluate_interactive_sequence,
+    format_rounds_table,
+    robots_from,
+    run_robots,
+    summarise_rounds,
+)
 from .results import format_badja_table, summarise_badja, write_results
 
 __all__ = [
@@ -53,5 +61,7 @@ __all__ = [
     "load_annotations", "load_sequence_prefix", "read_frame_annotation", "resolve_sequences",
     "split_roots",
     "BASELINES", "evaluate_davis", "evaluate_davis_sequence",
+    "PICKS", "Robot", "evaluate_interactive", "evaluate_interactive_sequence",
+    "format_rounds_table", "robots_from", "run_robots", "summarise_rounds",
     "format_badja_table", "summarise_badja", "write_results",
 ]

@@ -1,0 +1,106 @@
+"""FeatureCache: LRU by bytes, keys (video, frame, model, size), and the engine using it
+so that a re-run only encodes frames it never saw."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from corrflow_napari.feature_cache import FeatureCache, model_key, video_key
+from corrflow_napari.propagation import PropagationSettings, affected_range, propagate
+from tests.test_propagation import moving_squares
+
+
+class CountingFrames:
+    """A (T, H, W, 3) video that records which frames were read (= encoded)."""
+
+    def __init__(self, frames):
+        self.frames, self.shape, self.reads = frames, frames.shape, []
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, t):
+        self.reads.append(t)
+        return self.frames[t]
+
+
+def test_lru_bounded_by_bytes():
+    one = torch.zeros(250)                       # 1000 bytes
+    cache = FeatureCache(max_bytes=2500)
+    cache.put(("v", 0), one)
+    cache.put(("v", 1), one.clone())
+    assert cache.get(("v", 0)) is one            # 0 is now the most recently used
+    cache.put(("v", 2), one.clone())             # over 2500: the least recent (1) goes
+    assert ("v", 1) not in cache and ("v", 0) in cache and ("v", 2) in cache
+    assert cache.nbytes == 2000 and len(cache) == 2
+    assert (cache.hits, cache.misses) == (1, 0)
+    assert cache.get(("v", 1)) is None and cache.misses == 1
+    cache.put(("big", 0), torch.zeros(1000))     # larger than the cache: not stored
+    assert ("big", 0) not in cache and cache.nbytes == 2000
+    cache.put(("w", 0), one.clone())
+    assert cache.drop("v") == 1 and cache.nbytes == 1000
+    cache.clear()
+    assert cache.nbytes == 0 and len(cache) == 0
+    with pytest.raises(ValueError):
+        FeatureCache(max_bytes=-1)
+
+
+def test_second_run_encodes_only_frames_it_never_saw(lab):
+    frames, gt = moving_squares(t=12)
+    video = CountingFrames(frames)
+    cache = FeatureCache()
+    first = propagate(lab, video, {0: gt[0]}, stop=8, cache=cache, video_key="clip")
+    assert sorted(video.reads) == list(range(8))          # each frame once
+    video.reads.clear()
+    keys = {0: gt[0], 6: gt[6]}
+    start, stop = affected_range(keys, 6, 12)
+    second = propagate(lab, video, keys, start=start, stop=stop, cache=cache,
+                       video_key="clip")
+    assert sorted(video.reads) == [8, 9, 10, 11]          # only the frames never seen
+    assert cache.hits > 0
+    # the cache changes nothing but the time
+    plain = propagate(lab, frames, keys)
+    np.testing.assert_array_equal(second.labels[1:], plain.labels[1:])
+    np.testing.assert_array_equal(first.labels[:8], propagate(lab, frames, {0: gt[0]},
+                                                              stop=8).labels[:8])
+
+
+def test_cache_is_missed_when_the_model_or_scale_changes(lab):
+    from corrflow_napari.model import load_model
+    frames, gt = moving_squares(t=5)
+    video = CountingFrames(frames)
+    cache = FeatureCache()
+    propagate(lab, video, {0: gt[0]}, cache=cache, video_key="clip")
+    video.reads.clear()
+    propagate(lab, video, {0: gt[0]}, cache=cache, video_key="clip")
+    assert video.reads == []                              # same model: all cached
+    other = load_model("lab", device="cpu")               # same weights: same key
+    assert model_key(other) == model_key(lab)
+    other.inference = dataclasses.replace(other.inference, temperature=0.1)
+    assert model_key(other) != model_key(lab)             # inference settings
+    propagate(other, video, {0: gt[0]}, cache=cache, video_key="clip")
+    assert sorted(video.reads) == list(range(5))
+    video.reads.clear()
+    propagate(lab, video, {0: gt[0]}, cache=cache, video_key="clip",
+              settings=PropagationSettings(scale=0.75))
+    assert sorted(video.reads) == list(range(5))          # another working size
+
+
+def test_model_key_follows_the_weights():
+    from corrflow_napari.model import CorrFlowModel, EncoderConfig
+    model = CorrFlowModel(EncoderConfig(width=0.125))
+    key = model_key(model)
+    assert key == model_key(model) and key.startswith("corrflow:")
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)                # e.g. fine-tuned in place
+    assert model_key(model) != key
+
+
+def test_default_video_key_tells_videos_apart():
+    a = np.zeros((3, 8, 8, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert video_key(a) == video_key(a)
+    assert video_key(a) != video_key(b)                   # another object and pixels
+    assert video_key(a)[2] == (3, 8, 8, 3)
