@@ -7,6 +7,17 @@ It claims the files of :data:`corrflow_napari.io.READER_EXTENSIONS` (the pattern
 cannot read (so napari tries other readers) and a reader function otherwise. For a
 path it claims, the reader function raises :class:`~corrflow_napari.errors.InputError`
 with a one-line message if the file turns out to be unreadable.
+
+napari's own reader also claims video files (and decodes every frame at once). npe2 has
+no reader priority: when two readers match, napari uses the reader preferred for the
+file's pattern in ``settings.plugins.extension2reader`` and otherwise asks the user.
+:func:`prefer_our_reader` (run when the plugin is activated, ``on_activate`` in
+``napari.yaml``) adds that preference for our video patterns (``*.mp4``, ``*.MP4``, ...)
+wherever the user has none, so File > Open and drag-and-drop use the lazy reader; tif
+files stay with napari (a tif is often a single picture). In scripts,
+``viewer.open(path)`` uses napari's reader unless told otherwise (its ``plugin``
+argument defaults to "napari"): pass ``plugin="corrflow-napari"`` (or ``plugin=None``
+to follow the preference).
 """
 from __future__ import annotations
 
@@ -32,6 +43,35 @@ def _is_tif_stack(p: Path) -> bool:
     if len(shape) == 3 and shape[-1] in (3, 4):
         return False
     return True
+
+
+PLUGIN_NAME = "corrflow-napari"
+
+
+def preferred_patterns() -> list[str]:
+    """The filename patterns our reader should win: video files and gifs, lower and
+    upper case (napari matches preferences case-sensitively)."""
+    return [f"*{e}" for e in CLIP_EXTENSIONS] + [f"*{e.upper()}" for e in CLIP_EXTENSIONS]
+
+
+def prefer_our_reader() -> list[str]:
+    """Make our reader napari's preferred one for :func:`preferred_patterns` where the
+    user has no preference yet (their choices are kept). Returns the patterns added."""
+    from napari.settings import get_settings
+    plugins = get_settings().plugins
+    current = dict(plugins.extension2reader)
+    added = [p for p in preferred_patterns() if p not in current]
+    if added:
+        plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN_NAME)}
+    return added
+
+
+def activate(context=None) -> None:
+    """npe2 ``on_activate``: called once when one of our contributions is first used."""
+    try:
+        prefer_our_reader()
+    except Exception:   # pragma: no cover - settings unavailable: napari asks instead
+        pass
 
 
 def get_reader(path):

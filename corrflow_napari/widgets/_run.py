@@ -13,7 +13,8 @@
 The helper also owns the cancel event, the napari progress bar, the busy buttons (run
 buttons disabled, Cancel enabled), the already-running guard, cancel when the widget is
 deleted or taken out of its dock, and an optional "frame 31/96, 0.8 s/frame, 52 s left"
-label.
+label (pass any QLabel as ``progress_label``; ``unit`` names what ``progress(done, total)``
+counts, e.g. "step"); when the run ends the label says "47 frames in 14 s".
 """
 from __future__ import annotations
 
@@ -107,6 +108,11 @@ def progress_text(done: int, total: int, seconds_per_unit: float | None,
     return text
 
 
+def summary_text(done: int, seconds: float, unit: str = "frame") -> str:
+    """``47 frames in 14 s`` (what a finished run did)."""
+    return f"{done} {unit}{'' if done == 1 else 's'} in {duration_text(seconds)}"
+
+
 class WidgetRun:
     """Runs one job at a time for a dock ``widget`` (see the module docstring).
 
@@ -130,6 +136,7 @@ class WidgetRun:
         self._show = self._on_item = self._on_progress = None
         self._closed = False
         self._first: tuple[float, int] | None = None
+        self._started, self._done, self._seconds = 0.0, 0, None
         cancel_button.setEnabled(False)
         cancel_button.clicked.connect(lambda *_: self.cancel())
         widget.destroyed.connect(self._on_destroyed)
@@ -164,6 +171,9 @@ class WidgetRun:
         self._relay, self.task = relay, Task(relay)
         self._show, self._on_item, self._on_progress = show, on_item, on_progress
         self._first = None
+        self._started, self._done, self._seconds = time.perf_counter(), 0, None
+        if self.progress_label is not None:
+            self.progress_label.setText("starting…")
         self.pbar = napari_progress(total=total, desc=title or self.title)
         worker = create_worker(_guarded, work, job, self.task, what or self.what,
                                _start_thread=False)
@@ -200,14 +210,18 @@ class WidgetRun:
             self._guard(self._on_item, item)
 
     def _progress(self, done, total, extra) -> None:
+        # the label first: napari's progress bar may process events (the run's end too)
+        self._done = max(self._done, int(done))
+        if self.progress_label is not None and not self._closed:
+            self.progress_label.setText(
+                progress_text(int(done), int(total or 0), self._rate(int(done)), self.unit)
+                if self._seconds is None      # a report may arrive after the run returned
+                else summary_text(self._done, self._seconds, self.unit))
         pbar = self.pbar
         if pbar is not None and total is not None:
             if pbar.total != total:
                 pbar.total = total
             pbar.update(int(done) - pbar.n)
-        if self.progress_label is not None and not self._closed:
-            self.progress_label.setText(progress_text(int(done), int(total or 0),
-                                                      self._rate(int(done)), self.unit))
         if self._on_progress is not None:
             self._guard(self._on_progress, done, total, extra)
 
@@ -228,6 +242,9 @@ class WidgetRun:
 
     def _returned(self, outcome: Outcome) -> None:
         self._close_pbar()
+        self._seconds = time.perf_counter() - self._started
+        if self.progress_label is not None and not self._closed:
+            self.progress_label.setText(summary_text(self._done, self._seconds, self.unit))
         self._guard(self._show, outcome)
         if outcome.status == "error":
             self._report(outcome.message, outcome.note)

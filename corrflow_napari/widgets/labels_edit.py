@@ -1,10 +1,11 @@
 """One propagation run's edit of a napari Labels layer, and telling painted frames from
 propagated ones afterwards. Qt-free (napari layer API only; no viewer needed).
 
-:class:`LabelsEdit` writes frames as they arrive (never a keyframe), blocks painting
-meanwhile and records the whole run as ONE undo step; it remembers a fingerprint of each
-frame it wrote in ``layer.metadata`` so that :func:`detect_keyframes` does not take a
-propagated frame for one the user painted.
+:class:`LabelsEdit` writes frames as they arrive (never a keyframe), keeps the layer from
+being painted meanwhile (:class:`PaintLock`) and records the whole run as ONE undo step,
+after every earlier step; it remembers a fingerprint of each frame it wrote in
+``layer.metadata`` so that :func:`detect_keyframes` does not take a propagated frame for
+one the user painted (:func:`mark_written` does the same for labels loaded from disk).
 """
 from __future__ import annotations
 
@@ -51,21 +52,62 @@ def record_undo_step(layer, atoms: list) -> None:
             layer._save_history(atom)
 
 
+#: Labels modes that change the data (napari's paint brush, eraser, fill bucket, polygon)
+EDIT_MODES = frozenset({"paint", "erase", "fill", "polygon"})
+
+
+class PaintLock:
+    """Keeps a Labels ``layer`` from being edited in the viewer until :meth:`release`.
+
+    The layer goes to pan/zoom mode and any later switch to an editing mode (toolbar
+    button, shortcut, ``layer.mode = ...``) is turned back at once, calling
+    ``on_refused()``. Unlike ``layer.editable = False``, which makes napari clear the
+    layer's undo history, this leaves every earlier undo step in place.
+    """
+
+    def __init__(self, layer, on_refused=None):
+        self.layer, self._on_refused = layer, on_refused
+        self.mode = str(layer.mode)                     # restored by release()
+        if self.mode in EDIT_MODES:
+            layer.mode = "pan_zoom"
+        # last: the layer controls see the refused mode first, then the pan/zoom it
+        # is turned back to, so their buttons end up showing the mode the layer has
+        layer.events.mode.connect(self._on_mode, position="last")
+        self.active = True
+
+    def _on_mode(self, event) -> None:
+        if self.active and str(event.mode) in EDIT_MODES:
+            self.layer.mode = "pan_zoom"
+            if self._on_refused is not None:
+                self._on_refused()
+
+    def release(self) -> None:
+        """Allow editing again and restore the mode the layer had."""
+        if not self.active:
+            return
+        self.active = False
+        self.layer.events.mode.disconnect(self._on_mode)
+        try:
+            self.layer.mode = self.mode
+        except Exception:   # pragma: no cover - a mode the layer no longer accepts
+            pass
+
+
 class LabelsEdit:
     """Frames written into a (T, H, W) Labels ``layer`` during one run.
 
-    Painting is disabled from construction until :meth:`finish`; frames in ``keyframes``
-    are never overwritten.
+    Painting is refused from construction until :meth:`finish` (:class:`PaintLock`;
+    ``on_refused`` is called when the user tries); frames in ``keyframes`` are never
+    overwritten.
     """
 
-    def __init__(self, layer, keyframes):
+    def __init__(self, layer, keyframes, on_refused=None):
         self.layer = layer
         self.keys = set(int(k) for k in keyframes)
         self.atoms: list = []                  # ((t,), old, new) per written frame
         self.hashes: dict[int, str] = {}
         self.committing = False                # True while the undo step is recorded
-        self._mode, self._editable = layer.mode, layer.editable
-        layer.editable = False                 # no painting while frames are written
+        self.lock = PaintLock(layer, on_refused)
 
     @property
     def n_written(self) -> int:
@@ -95,9 +137,14 @@ class LabelsEdit:
                 record_undo_step(layer, self.atoms)
             finally:
                 self.committing = False
-        layer.editable = self._editable
-        try:
-            layer.mode = self._mode
-        except Exception:   # pragma: no cover - a mode the layer no longer accepts
-            pass
+        self.lock.release()
         layer.refresh()
+
+
+def mark_written(layer, frames) -> None:
+    """Mark the current content of ``frames`` of ``layer`` as propagated (not painted),
+    e.g. for labels loaded from a propagation's output: :func:`detect_keyframes` then
+    skips them until the user changes them."""
+    written = layer.metadata.setdefault(WRITTEN_KEY, {})
+    for t in frames:
+        written.setdefault(int(t), set()).add(fingerprint(np.asarray(layer.data[int(t)])))

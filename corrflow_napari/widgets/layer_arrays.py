@@ -78,6 +78,14 @@ def current_frame(viewer, layer) -> int:
     return min(max(t, 0), layer.data.shape[0] - 1)
 
 
+def show_frame(viewer, layer, t: int) -> None:
+    """Move the viewer to frame ``t`` of ``layer`` (its first axis)."""
+    pos = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    pos[0] = t
+    axis = viewer.dims.ndim - layer.ndim
+    viewer.dims.set_point(axis, float(layer.data_to_world(pos)[0]))
+
+
 def points_input(layer, t_now: int) -> tuple[np.ndarray, np.ndarray]:
     """A Points layer as (N, 3) t, y, x rows (2-D points sit on frame ``t_now``) and the N
     track ids (the ``track_id`` feature when present, else 0..N-1)."""

@@ -8,8 +8,10 @@ from napari.layers import Labels
 from corrflow_napari.widgets.labels_edit import (
     WRITTEN_KEY,
     LabelsEdit,
+    PaintLock,
     detect_keyframes,
     fingerprint,
+    mark_written,
 )
 
 
@@ -38,7 +40,7 @@ def test_labels_edit_is_one_undo_step_and_skips_keyframes():
     layer = Labels(data.copy())
     before = layer.data.copy()
     edit = LabelsEdit(layer, keyframes=[0])
-    assert not layer.editable                           # no painting during the run
+    assert layer.mode == "pan_zoom"                     # no painting during the run
     assert not edit.write(0, np.full((5, 5), 2))        # keyframe: untouched
     for t in (1, 2, 3):
         assert edit.write(t, np.full((5, 5), t, np.int64))
@@ -61,3 +63,34 @@ def test_labels_edit_without_frames_records_nothing():
     edit.finish()
     assert layer.editable and edit.n_written == 0
     assert layer.metadata[WRITTEN_KEY] == {}
+
+
+def test_paint_lock_refuses_editing_modes_and_keeps_history():
+    layer = Labels(np.zeros((2, 8, 8), np.uint8))
+    layer.brush_size = 3
+    layer.paint((0, 4, 4), 1)                           # a user's stroke: one undo step
+    stroke = layer.data.copy()
+    layer.mode = "paint"
+    refused = []
+    lock = PaintLock(layer, on_refused=lambda: refused.append(layer.mode))
+    assert layer.mode == "pan_zoom"
+    for mode in ("paint", "fill", "erase", "polygon"):
+        layer.mode = mode
+        assert layer.mode == "pan_zoom", mode
+    assert len(refused) == 4
+    layer.mode = "pick"                                 # not an edit: allowed
+    assert layer.mode == "pick" and layer.editable
+    lock.release()
+    assert layer.mode == "paint"                        # the mode the user had
+    layer.mode = "fill"
+    assert layer.mode == "fill" and len(refused) == 4   # released: no longer refused
+    layer.undo()                                        # the stroke is still undoable
+    assert not layer.data.any() and stroke.any()
+
+
+def test_mark_written_frames_are_not_keyframes():
+    layer = Labels(np.ones((3, 4, 4), np.uint8))
+    mark_written(layer, [1, 2])
+    assert detect_keyframes(layer) == [0]
+    layer.data[2, 0, 0] = 2                             # changed afterwards: a keyframe
+    assert detect_keyframes(layer) == [0, 2]

@@ -25,8 +25,13 @@ class Dock(QWidget):
                                 finished=self.finished.append, **kw)
 
     def start(self, work, prepare=lambda: 3):
+        self.texts = []
         return self.runner.start(prepare, work, self.shown.append, on_item=self.items.append,
-                                 on_progress=lambda d, t, e: self.extras.append(e), total=3)
+                                 on_progress=self._on_progress, total=3)
+
+    def _on_progress(self, done, total, extra):
+        self.extras.append(extra)
+        self.texts.append(self.rate.text())
 
 
 def count(n, task):
@@ -58,7 +63,9 @@ def test_a_run_sends_items_and_progress_then_shows_its_value(qtbot, dock):
     [outcome] = dock.shown
     assert (outcome.status, outcome.value, outcome.message) == ("done", "counted", "")
     assert dock.runner.last_status == "done" and dock.finished == ["done"]
-    assert dock.rate.text().startswith("frame 3/3, ") and dock.rate.text().endswith(" left")
+    assert dock.texts[0] == "frame 1/3"                 # no rate before a second report
+    assert dock.texts[-1].startswith("frame 3/3, ") and dock.texts[-1].endswith(" left")
+    assert dock.rate.text() == "3 frames in 0 s"        # the summary once it has ended
     assert dock.runner.pbar is None                     # the progress bar was closed
 
 
