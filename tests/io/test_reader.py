@@ -1,4 +1,6 @@
 """The napari reader contribution: each supported format opens as one RGB Image layer."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,60 @@ def test_reader_opens_mpeg_ts_and_webp_frames(tmp_path, clip):
         [(data, meta, kind)] = reader(str(path))
         assert kind == "image" and meta["rgb"] and data.shape == (T, H, W, 3)
     np.testing.assert_array_equal(np.asarray(data), clip)
+
+
+@pytest.fixture
+def reader_preferences():
+    """napari's reader preferences, emptied for the test and restored after it."""
+    from napari.settings import get_settings
+    plugins = get_settings().plugins
+    saved = dict(plugins.extension2reader)
+    plugins.extension2reader = {}
+    yield plugins
+    plugins.extension2reader = saved
+
+
+def test_our_reader_is_preferred_for_videos_keeping_user_choices(reader_preferences):
+    from corrflow_napari.reader import prefer_our_reader
+    reader_preferences.extension2reader = {"*.avi": "napari"}      # the user's own choice
+    added = prefer_our_reader()
+    prefs = reader_preferences.extension2reader
+    assert prefs["*.avi"] == "napari" and "*.avi" not in added
+    assert prefs["*.mp4"] == prefs["*.MP4"] == prefs["*.MOV"] == "corrflow-napari"
+    assert not any(p.lower().endswith((".tif", ".tiff")) for p in prefs)  # tifs: napari's
+    assert prefer_our_reader() == []                                # nothing left to add
+
+
+def test_opening_a_video_as_a_user_does_is_lazy(make_napari_viewer, reader_preferences,
+                                                tmp_path, clip, monkeypatch):
+    """File > Open and drag-and-drop of an mp4 give our lazy Video: a few frames decoded
+    of 64 (napari's own reader would decode all of them)."""
+    from napari.errors import MultipleReaderError
+
+    from corrflow_napari.io import Video, write_video
+    from corrflow_napari.io.ffmpeg_source import FFmpegSource
+    from corrflow_napari.reader import prefer_our_reader
+    path = tmp_path / "long.mp4"
+    write_video(path, np.concatenate([clip] * 13)[:64], fps=10)
+    decoded = []
+    read = FFmpegSource.read
+    monkeypatch.setattr(FFmpegSource, "read", lambda self, i: decoded.append(i) or read(self, i))
+    viewer = make_napari_viewer()
+    with pytest.raises(MultipleReaderError):    # two readers and no preference: napari asks
+        viewer.open(str(path), plugin=None)
+    prefer_our_reader()                         # what activating the plugin does
+    [layer] = viewer.open(str(path), plugin=None)
+    viewer.window._qt_viewer._qt_open([str(path)], stack=False)   # File > Open / drop
+    for layer in viewer.layers:
+        assert isinstance(layer.data, Video) and layer.data.shape == (64, H, W, 3)
+    assert 2 <= len(decoded) <= 2 * 3, decoded     # measured: frames 0 and 31 per layer
+
+
+def test_plugin_activation_calls_prefer_our_reader():
+    from npe2 import PluginManifest
+
+    import corrflow_napari
+    from corrflow_napari import reader
+    manifest = PluginManifest.from_file(Path(corrflow_napari.__file__).parent / "napari.yaml")
+    module, name = manifest.on_activate.split(":")
+    assert module == reader.__name__ and getattr(reader, name) is reader.activate
