@@ -33,6 +33,10 @@ class FFmpegSource(FrameSource):
     description = "video"
     SKIP_LIMIT = 48          # forward jumps up to this many frames decode through
     SLOW_SEEK_S = 3.0        # seconds decoded accurately after the fast keyframe seek
+    # ffmpeg decodes beside the encoder, which wants every core: one decoding thread and
+    # one filter (pixel format conversion) thread take ~7 ms of one core per 720p frame,
+    # far below the encoder's time per frame, and leave the other cores to torch.
+    THREADS = ["-threads", "1", "-filter_threads", "1"]
 
     def __init__(self, path: Path):
         import imageio_ffmpeg
@@ -158,7 +162,8 @@ class FFmpegSource(FrameSource):
             pos = i - 1
         oargs = ["-map", "0:V:0", "-fps_mode", "passthrough"] + oargs
         gen = self._ffmpeg.read_frames(str(self.path), pix_fmt="rgb24", bits_per_pixel=24,
-                                       input_params=iargs, output_params=oargs)
+                                       input_params=self.THREADS[:2] + iargs,
+                                       output_params=oargs + self.THREADS[2:])
         try:
             meta = next(gen)
         except StopIteration as err:
