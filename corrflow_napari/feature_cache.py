@@ -163,11 +163,16 @@ class FrameEncoder:
             vkey = video_key if video_key is not None else default_video_key(frames)
             self._key = (vkey, model_key(model), scaled_size(h, w, scale))
 
+    def key(self, t: int, what: tuple = ()) -> tuple:
+        """The cache key of frame t's features (or, with ``what``, of other values kept
+        for frame t of this video, model and size, e.g. a propagation chain's)."""
+        vkey, mkey, size = self._key
+        return (vkey, int(t), mkey, size) + tuple(what)
+
     def __call__(self, t: int) -> torch.Tensor:
         if self.cache is None:
             return self._encode(t)
-        vkey, mkey, size = self._key
-        key = (vkey, int(t), mkey, size)
+        key = self.key(t)
         feat = self.cache.get(key)
         if feat is None:
             feat = self._encode(t)

@@ -15,11 +15,12 @@ full frame size; :func:`propagate` adds a confidence per frame and object (:mod:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -33,9 +34,14 @@ from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, 
 from .model.attention import ReferenceTiles, attend, prepare_reference
 from .model.features import FeatureExtractor
 from .options import option
+from .schedule import affected_range, plan_chains, schedule
 from .working_resolution import at_working_resolution
 
 PropagationResult = conf.PropagationResult
+__all__ = ["FUSIONS", "FrameEncoder", "FrameSides", "PropagationResult", "PropagationSettings",
+           "affected_range", "check_frames", "downsample_probs", "feature_hw", "propagate",
+           "propagate_labels", "propagate_sides", "propagate_values", "resize_nearest",
+           "scaled_size", "schedule"]
 
 ProgressFn = Callable[[int, int], None]
 FUSIONS = ("distance", "confidence", "one-sided")
@@ -145,52 +151,6 @@ def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, sta
                 state["warned"] = True
 
 
-def schedule(keys: list[int], t_total: int, start: int, stop: int,
-             direction: str, two_sided: bool = False) -> list[tuple[int, list[int]]]:
-    """Chains ``(source keyframe, [target frames in order])``.
-
-    forward: k_i+1 .. k_{i+1}-1; backward: k_i-1 .. k_{i-1}+1; both: forward from every
-    keyframe, backward before the first (``two_sided``: from every keyframe). Chains that
-    reach [start, stop) are kept, ending at its far end.
-    """
-    if direction not in ("forward", "backward", "both"):
-        raise InputError(f"direction must be forward, backward or both, not {direction!r}.")
-    segments = []
-    if direction in ("forward", "both"):
-        for i, k in enumerate(keys):
-            end = keys[i + 1] if i + 1 < len(keys) else t_total
-            targets = list(range(k + 1, min(end, stop)))
-            if targets and targets[-1] >= start:
-                segments.append((k, targets))
-    backward_keys = keys[:1] if direction == "both" and not two_sided else keys
-    if direction in ("backward", "both"):
-        for k in backward_keys:
-            i = keys.index(k)
-            end = keys[i - 1] if i > 0 else -1
-            targets = list(range(k - 1, max(end, start - 1), -1))
-            if targets and targets[-1] < stop:
-                segments.append((k, targets))
-    return segments
-
-
-def affected_range(keyframes: Iterable[int], k: int, t_total: int,
-                   settings: PropagationSettings | None = None) -> tuple[int, int]:
-    """``(start, stop)`` for :func:`propagate` after keyframe ``k`` was added, repainted or
-    removed: the frames between the keyframes on either side of ``k`` (0 / ``t_total``
-    where none). One-sided: from ``k`` unless it is (was) the first keyframe. With
-    ``max_keyframes`` > 1 any frame may use ``k`` as a reference: (0, t_total)."""
-    settings = settings or PropagationSettings()
-    keys = sorted({int(t) % t_total for t in keyframes} - {k})
-    if settings.max_keyframes > 1:
-        return 0, t_total
-    before = [t for t in keys if t < k]
-    after = [t for t in keys if t > k]
-    start = before[-1] + 1 if before else 0
-    if settings.fusion == "one-sided" and before:
-        start = k
-    return start, after[0] if after else t_total
-
-
 class FrameSides(NamedTuple):
     """One computed frame: ``values`` (V, h, w) as reported (fused between two keyframes);
     ``forward`` / ``backward`` each chain's values (None for a side it does not have);
@@ -204,18 +164,16 @@ class FrameSides(NamedTuple):
     sources: tuple[int | None, int | None]
 
 
-def _plan(keys: list[int], t_total: int, start: int, stop: int, direction: str,
-          two_sided: bool) -> list[tuple]:
-    """Chains in run order: ``(forward chain or None, backward chain or None)`` where a
-    chain is ``(source, targets)``; a pair covers the frames between two keyframes."""
-    segments = schedule(keys, t_total, start, stop, direction, two_sided)
-    fwd = [(s, tg) for s, tg in segments if tg[0] > s]
-    bwd = {s: tg for s, tg in segments if tg[0] < s}
-    plan = []
-    for s, tg in fwd:
-        nxt = next((k for k in keys if k > s), None)
-        plan.append(((s, tg), (nxt, bwd.pop(nxt)) if two_sided and nxt in bwd else None))
-    return plan + [(None, (s, tg)) for s, tg in bwd.items()]
+def _side_keys(seeds: dict[int, torch.Tensor], settings: PropagationSettings):
+    """``side_key(source, forward)``: what a chain's values depend on besides the video and
+    the model: its direction, source frame and seed, and the settings; None (no reuse)
+    when other keyframes are references too (``max_keyframes`` > 1)."""
+    if settings.max_keyframes > 1:
+        return None
+    sig = (settings.radius, settings.topk, settings.n_recent)
+    digest = {k: hashlib.blake2b(v.detach().cpu().numpy().tobytes(), digest_size=8).hexdigest()
+              for k, v in seeds.items()}
+    return lambda source, forward: ("side", forward, source, digest[source], sig)
 
 
 def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
@@ -234,8 +192,11 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     stop = t_total if stop is None else min(stop, t_total)
     keys = sorted(seeds)
     two_sided = direction == "both" and settings.fusion != "one-sided"
-    plan = _plan(keys, t_total, start, stop, direction, two_sided)
+    plan = plan_chains(keys, t_total, start, stop, direction, two_sided)
     total = sum(len(c[1]) for pair in plan for c in pair if c is not None)
+    # A caller's cache also keeps each chain's values: a re-run after a correction takes
+    # the unchanged parts of the chains from it (keyed by source, direction and seed).
+    side_key = _side_keys(seeds, settings) if cache is not None else None
     if cache is None:                     # each frame encoded once per run, both sides
         cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
     encode = FrameEncoder(model, frames, settings.scale, cache=cache, video_key=video_key)
@@ -261,27 +222,42 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     def chain(source: int, targets: list[int]):
         """Yields (t, values) along one chain; ends early on cancel."""
         nonlocal done
-        recent: deque = deque(maxlen=max(0, settings.n_recent))
+        recent: deque = deque(maxlen=max(0, settings.n_recent))     # (t, values)
+        recent_tiled: dict[int, list[ReferenceTiles]] = {}
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return
-            feat = encode(t)
-            refs = key_refs(source, t)
-            for k in [k for k in key_tiled if k not in refs]:
-                del key_tiled[k]                  # tiled: only the keyframes in use
-            for k in refs:
-                if k not in key_tiled:
-                    key_tiled[k] = tiled(encode(k))
-            ref_tiles = [key_tiled[k] for k in refs] + [f for f, _ in recent]
-            ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
-                                   + [v for _, v in recent])[None]
-            vals = sum(g.weight * _attend_oom_safe(
-                feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
-                temperature=g.temperature, topk=settings.topk,
-                chunk_tiles=settings.chunk_tiles, state=oom)[0]
-                for i, g in enumerate(groups))
+            stored = (encode.key(t, side_key(source, t > source))
+                      if side_key is not None else None)
+            vals = cache.get(stored) if stored is not None else None
+            if vals is None:
+                feat = encode(t)
+                refs = key_refs(source, t)
+                for k in [k for k in key_tiled if k not in refs]:
+                    del key_tiled[k]              # tiled: only the keyframes in use
+                for k in refs:
+                    if k not in key_tiled:
+                        key_tiled[k] = tiled(encode(k))
+                for r, _ in recent:               # after values taken from the cache
+                    if r not in recent_tiled:
+                        recent_tiled[r] = tiled(encode(r))
+                ref_tiles = [key_tiled[k] for k in refs] + [recent_tiled[r] for r, _ in recent]
+                ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
+                                       + [v for _, v in recent])[None]
+                vals = sum(g.weight * _attend_oom_safe(
+                    feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
+                    temperature=g.temperature, topk=settings.topk,
+                    chunk_tiles=settings.chunk_tiles, state=oom)[0]
+                    for i, g in enumerate(groups))
+                if settings.n_recent:
+                    recent_tiled[t] = tiled(feat)
+                if stored is not None:
+                    cache.put(stored, vals)
             if settings.n_recent:
-                recent.append((tiled(feat), vals))
+                recent.append((t, vals))
+                kept = {q for q, _ in recent}
+                for r in [r for r in recent_tiled if r not in kept]:
+                    del recent_tiled[r]
             done += 1
             if progress:
                 progress(done, total)

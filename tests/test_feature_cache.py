@@ -104,3 +104,25 @@ def test_default_video_key_tells_videos_apart():
     assert video_key(a) == video_key(a)
     assert video_key(a) != video_key(b)                   # another object and pixels
     assert video_key(a)[2] == (3, 8, 8, 3)
+
+
+def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
+    # keyframes 0 and 10, then a correction at 5: the forward chain from 0 over 1-4 and
+    # the backward chain from 10 over 9-6 are taken from the cache; only the new chains
+    # from 5 run the attention (8 passes, not 16), with the same labels as a fresh run.
+    from corrflow_napari import propagation
+    frames, gt = moving_squares(t=12)
+    cache = FeatureCache()
+    keys = {0: gt[0], 10: gt[10]}
+    propagate(lab, frames, keys, cache=cache, video_key="clip")
+    keys[5] = gt[5]
+    start, stop = affected_range(keys, 5, 12)
+    real_attend, calls = propagation.attend, []
+    monkeypatch.setattr(propagation, "attend",
+                        lambda *a, **kw: calls.append(1) or real_attend(*a, **kw))
+    again = propagate(lab, frames, keys, start=start, stop=stop, cache=cache,
+                      video_key="clip")
+    assert (start, stop) == (1, 10) and len(calls) == 8
+    fresh = propagate(lab, frames, keys)
+    np.testing.assert_array_equal(again.labels[1:10], fresh.labels[1:10])
+    np.testing.assert_allclose(again.confidence[1:10], fresh.confidence[1:10])

@@ -2,8 +2,9 @@
 the DAVIS interactive benchmark).
 
 Round 0 propagates the first frame's ground-truth mask. Each later round the robot picks
-one frame that is not a keyframe yet - the one with the lowest J (``pick="gt"``) or the
-least confident one (``pick="confidence"``, as a user guided by the widget would) - gives
+one scored frame that is not a keyframe yet - the one with the lowest J (``pick="gt"``)
+or the least confident one (``pick="confidence"``, as a user guided by the widget
+would) - gives
 its ground-truth mask as a new keyframe and re-propagates as the widget does: one
 :class:`~corrflow_napari.feature_cache.FeatureCache` per sequence, only the frames
 :func:`~corrflow_napari.propagation.affected_range` names. Every round records J, F, J&F
@@ -86,9 +87,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def pick_frame(pick: str, keyframes, j: np.ndarray, confidence: np.ndarray) -> int | None:
     """The frame to correct next: lowest J (``"gt"``) or lowest confidence among the
-    frames that are not keyframes; None when every frame is one."""
+    scored frames (1 .. T-2: the protocol scores neither the first nor the last) that are
+    not keyframes; None when there is none."""
     score = (j if pick == "gt" else confidence).astype(float).copy()
     score[list(keyframes)] = np.nan
+    score[[0, -1]] = np.nan
     if np.all(np.isnan(score)):
         return None
     return int(np.nanargmin(score))
