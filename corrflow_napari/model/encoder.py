@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,6 +47,25 @@ class BasicBlock(nn.Module):
         identity = x if self.skip is None else self.skip(x)
         return self.relu(out + identity)
 
+    def infer(self, x: torch.Tensor, frame_bn: bool) -> torch.Tensor:
+        """:meth:`forward` without autograd, adding and rectifying in place."""
+        out = _norm(self.conv1(x), self.bn1, frame_bn).relu_()
+        out = _norm(self.conv2(out), self.bn2, frame_bn)
+        identity = x if self.skip is None else _norm(self.skip[0](x), self.skip[1], frame_bn)
+        return out.add_(identity).relu_()
+
+
+def _norm(x: torch.Tensor, bn: nn.BatchNorm2d, frame_bn: bool) -> torch.Tensor:
+    """``bn`` at inference: with its running statistics, or (``frame_bn``) with each
+    frame's own mean and (biased) variance, as a BatchNorm in training mode on that frame
+    alone (``instance_norm`` shares the per-channel weight and bias across the frames)."""
+    if not frame_bn:
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False,
+                            0.0, bn.eps)
+    if x.shape[0] == 1:
+        return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    return F.instance_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
 
 class CorrFlowEncoder(nn.Module):
     """(B, 3, H, W) float RGB in [0, 1] -> (B, embed_dim, ceil(H/4), ceil(W/4))."""
@@ -80,3 +100,17 @@ class CorrFlowEncoder(nn.Module):
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.post(x)
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor, frame_bn: bool = False) -> torch.Tensor:
+        """Inference: :meth:`forward` in eval mode (``frame_bn``: every BatchNorm normalises
+        each frame with that frame's own statistics, as in training mode on one frame), up
+        to float rounding. Channels-last activations (oneDNN convolutions without layout
+        reorders), in-place ReLU and residual adds; modules and their state untouched, so
+        it is thread-safe. (B, 3, H, W) -> (B, embed_dim, ceil(H/4), ceil(W/4)), NCHW."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = _norm(self.stem[0](x), self.stem[1], frame_bn).relu_()
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = block.infer(x, frame_bn)
+        return self.post(x).contiguous()

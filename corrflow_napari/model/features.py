@@ -136,6 +136,7 @@ class CorrFlowModel(FeatureExtractor):
     """The learned encoder plus the colour quantiser's centroids (16, 2)."""
 
     name = "corrflow"
+    fast_inference = True     # False: encode through the plain module forward (comparisons)
 
     def __init__(self, config: EncoderConfig | None = None, centroids: torch.Tensor | None = None,
                  inference: InferenceSettings | None = None):
@@ -152,7 +153,10 @@ class CorrFlowModel(FeatureExtractor):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
         normalises each frame with that frame's own statistics instead of the running
-        statistics stored at training time (see the model card for the measurements)."""
+        statistics stored at training time (see the model card for the measurements).
+        Without autograd (``encode``), the encoder's fast inference path."""
+        if self.fast_inference and not self.training and not torch.is_grad_enabled():
+            return self.encoder.infer(x, frame_bn=self.inference.frame_bn)
         if not self.inference.frame_bn or self.training:
             return self.encoder(x)
         with _FRAME_BN_LOCK, _batchnorm_uses_input_statistics(self.encoder):
