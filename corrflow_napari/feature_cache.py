@@ -14,6 +14,10 @@ input size)``:
 * encoder input size ``(H', W')``: the frame size after the working-resolution scale,
   so a different scale never reuses old features.
 
+Other values kept per frame (the engine keeps each propagation chain's soft labels, so a
+re-run only recomputes the chains a correction changed) use the same four parts plus a
+tag: ``(video, frame, model, size, tag...)``.
+
 Thread-safe (the widgets run propagation in a worker thread). Qt-free.
 """
 from __future__ import annotations
@@ -88,10 +92,12 @@ class FeatureCache:
                 _, dropped = self._items.popitem(last=False)
                 self._nbytes -= _nbytes(dropped)
 
-    def drop(self, video: Hashable) -> int:
-        """Forget every frame of video key ``video``; returns the number of entries."""
+    def drop(self, video: Hashable, features: bool = True) -> int:
+        """Forget what is kept for video key ``video`` (with ``features=False`` only the
+        other per-frame values, e.g. propagation chains, keeping the encoder outputs);
+        returns the number of entries dropped."""
         with self._lock:
-            keys = [k for k in self._items if k[0] == video]
+            keys = [k for k in self._items if k[0] == video and (features or len(k) > 4)]
             for k in keys:
                 self._nbytes -= _nbytes(self._items.pop(k))
             return len(keys)

@@ -11,8 +11,9 @@ its ground-truth mask as a new keyframe and re-propagates as the widget does: on
 (official protocol: first and last frames not scored), the seconds the propagation took,
 and the Spearman rank correlation of each confidence measure with the true per-frame J.
 
-Several robots (pick x fusion) on one sequence share its feature cache and round 0 (one
-keyframe: every fusion gives the same result), so features are computed once.
+Several robots (pick x fusion) on one sequence share its encoder outputs and round 0 (one
+keyframe: every fusion gives the same result), so features are computed once; each robot
+starts without the other robots' cached chains, so its seconds are what a user would wait.
 """
 from __future__ import annotations
 
@@ -144,6 +145,7 @@ def run_robots(model, frames, gt: np.ndarray, robots: Sequence[Robot], rounds: i
     first_seconds = time.perf_counter() - t0
     out: dict[str, list[dict]] = {}
     for robot in robots:
+        cache.drop(video_key, features=False)    # a robot's chains are its own (timing)
         rs = dataclasses.replace(settings, fusion=robot.fusion)
         state = _State(first, gt, ids)
         rows = [_round_row(0, 0, first_seconds, len(gt) - 1, gt, state, ids)]
