@@ -1,5 +1,10 @@
 """Keypoint tracking: each point becomes a Gaussian heatmap carried through the video
-by the propagation engine's restricted attention; the heatmaps' peaks are the tracks."""
+by the propagation engine's restricted attention; the heatmaps' peaks are the tracks.
+
+A track may be given on several frames (keyframes, like masks): the points sharing a
+track id. Frame t of a track comes from its latest keyframe before t, going forward;
+frames before its first keyframe from that keyframe, going backward. A point whose
+heatmap vanishes (nothing left to match) is lost on that frame: NaN, not visible."""
 from __future__ import annotations
 
 import threading
@@ -13,10 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .feature_cache import FeatureCache
 from .model.attention import restricted_attention
 from .model.features import AffinityGroup, FeatureExtractor
 from .options import option
 from .propagation import (
+    PRIVATE_CACHE_BYTES,
     FrameEncoder,
     ProgressFn,
     PropagationSettings,
@@ -25,15 +32,15 @@ from .propagation import (
     feature_hw,
     resize_nearest,
     scaled_size,
-    schedule,
 )
+from .working_resolution import at_working_resolution
 
 MOTIONS = ("velocity", "position", "none")
 
 
 class Tracks(NamedTuple):
-    """Result of :func:`track_points`: ``positions`` (T, N, 2) float (y, x) pixels and
-    ``visible`` (T, N) bool."""
+    """Result of :func:`track_points`: ``positions`` (T, K, 2) float (y, x) pixels (NaN:
+    lost or not computed) and ``visible`` (T, K) bool, one column per track."""
 
     positions: np.ndarray
     visible: np.ndarray
@@ -218,17 +225,17 @@ def _predict_points(history: list[torch.Tensor], motion: str) -> torch.Tensor:
     return history[-1]
 
 
-def _track_group(model: FeatureExtractor, encode: FrameEncoder, t_total: int, t0: int,
-                 seed: torch.Tensor, fg_seed: torch.Tensor | None,
+def _track_group(model: FeatureExtractor, encode: FrameEncoder, chains: list[list[int]],
+                 t0: int, seed: torch.Tensor, fg_seed: torch.Tensor | None,
                  ts: TrackSettings, write: Callable[[int, torch.Tensor, torch.Tensor], None],
                  progress: Callable[[int], None], cancel: threading.Event | None) -> bool:
-    """Propagate one group's heatmaps (N, h, w) from frame ``t0``, forward to the end and
-    backward to frame 0; ``write(t, cyx, peak)`` gets each frame's (N, 2) sub-cell peak
-    positions and (N,) peak values of the (gated) heatmaps. The optional object channel
-    ``fg_seed`` (1, h, w) travels with the heatmaps and gates them. References: frame
-    ``t0`` and the last ``n_recent`` frames of the same pass, each shifted by whole cells
-    so that its points sit where ``ts.motion`` predicts them. Returns False when
-    cancelled."""
+    """Propagate one group's heatmaps (N, h, w) from frame ``t0`` along each chain (the
+    target frames in order, e.g. forward ``t0+1 ..`` or backward ``t0-1 ..``);
+    ``write(t, cyx, peak)`` gets each frame's (N, 2) sub-cell peak positions and (N,) peak
+    values of the (gated) heatmaps. The optional object channel ``fg_seed`` (1, h, w)
+    travels with the heatmaps and gates them. References: frame ``t0`` and the last
+    ``n_recent`` frames of the same chain, each shifted by whole cells so that its points
+    sit where ``ts.motion`` predicts them. Returns False when cancelled."""
     n_recent = ts.propagation.n_recent
     n = seed.shape[0]
     key_vals = seed if fg_seed is None else torch.cat([seed, fg_seed])
@@ -250,7 +257,7 @@ def _track_group(model: FeatureExtractor, encode: FrameEncoder, t_total: int, t0
 
     key_feat = features(t0)
     done = 0
-    for _source, targets in schedule([t0], t_total, 0, t_total, "both"):
+    for targets in chains:
         recent: deque = deque(maxlen=max(0, n_recent))
         history = [key_cyx]
         for t in targets:
@@ -277,18 +284,68 @@ def _track_group(model: FeatureExtractor, encode: FrameEncoder, t_total: int, t0
     return True
 
 
+def _check_track_ids(track_ids, p: np.ndarray) -> np.ndarray:
+    """(N,) track ids (default 0..N-1); one point per track and frame."""
+    if track_ids is None:
+        return np.arange(len(p))
+    ids = np.asarray(track_ids)
+    if ids.shape != (len(p),):
+        raise InputError(f"track_ids must give one id per point: {len(p)} points but "
+                         f"{ids.size} ids.")
+    pairs = {}
+    for i, (tid, t) in enumerate(zip(ids.tolist(), p[:, 0].astype(int).tolist())):
+        if (tid, t) in pairs:
+            raise InputError(f"track {tid} has two points on frame {t}; keep one point per "
+                             "track and frame.")
+        pairs[tid, t] = i
+    return ids
+
+
+def _plan_groups(p: np.ndarray, col: np.ndarray, t_total: int, start: int, stop: int):
+    """``{t0: (point indices, chains, allowed (n, 2) [lo, hi) frames per point)}``: the
+    frames each keyframe point writes (forward to its track's next keyframe, backward
+    from its track's first keyframe only), within [start, stop), and the chains that
+    compute them."""
+    keys: dict[int, list[int]] = {}
+    for t, c in zip(p[:, 0].astype(int), col):
+        keys.setdefault(int(c), []).append(int(t))
+    plan = {}
+    for t0 in sorted(set(p[:, 0].astype(int).tolist())):
+        idx = np.flatnonzero(p[:, 0] == t0)
+        fwd_end = np.array([min([k for k in keys[col[i]] if k > t0] + [t_total]) for i in idx])
+        first = np.array([min(keys[col[i]]) == t0 for i in idx])
+        allowed = np.stack([np.where(first, 0, t0), fwd_end], 1).clip(start, stop)
+        chains = []
+        fwd_last = min(int(fwd_end.max()), stop) - 1
+        if fwd_last > t0 and fwd_last >= start:
+            chains.append(list(range(t0 + 1, fwd_last + 1)))
+        if first.any() and start < t0:
+            chains.append(list(range(t0 - 1, start - 1, -1)))
+        plan[t0] = (idx, chains, allowed)
+    return plan
+
+
 def track_points(model: FeatureExtractor, frames, points,
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
                  settings: TrackSettings | None = None,
-                 object_masks: dict[int, np.ndarray] | None = None) -> Tracks:
+                 object_masks: dict[int, np.ndarray] | None = None,
+                 track_ids=None, start: int = 0, stop: int | None = None,
+                 cache: FeatureCache | None = None, video_key=None) -> Tracks:
     """Track points through the video.
 
-    points: (N, 3) rows of (t, y, x) in pixels; points may sit on different frames. Each
-    frame's points are tracked forward to the end and backward to frame 0.
+    points: (N, 3) rows of (t, y, x) in pixels; points may sit on different frames.
+    track_ids: (N,) the track of each point (default: every point its own track). The
+    points of one track are its keyframes (one per frame at most): frame t comes from the
+    latest keyframe before t, going forward; frames before the first keyframe from it,
+    going backward. Tracks are returned in the order their ids first appear.
     object_masks: optional {t: (H, W) mask, non-zero = the object the points lie on}; a
     mask on a points' frame is propagated with them and keeps them on the object.
-    Returns Tracks(positions (T, N, 2) float (y, x) pixels, visible (T, N) bool). Each
-    point's own frame returns its given position. Frames not reached (cancel) are NaN.
+    start / stop: compute only frames in [start, stop) (e.g. after moving a point on
+    frame k: ``start=k``); other frames are NaN.
+    cache / video_key: a FeatureCache kept between runs and the video's key in it.
+    Returns Tracks(positions (T, K, 2) float (y, x) pixels, visible (T, K) bool). A
+    keyframe returns its given position. NaN: lost (the heatmap vanished), not computed,
+    or not reached (cancel).
     settings: :class:`TrackSettings` (default: ``TrackSettings()``); the propagation
     engine's settings are its ``propagation`` field.
     """
@@ -298,47 +355,64 @@ def track_points(model: FeatureExtractor, frames, points,
                         "propagation settings as TrackSettings(propagation=...).")
     if ts.motion not in MOTIONS:
         raise InputError(f"motion must be 'velocity', 'position' or 'none', not {ts.motion!r}.")
-    scale = ts.propagation.scale
     t_total, h, w = check_frames(frames)
     p = _check_points(points, t_total, h, w)
+    ids = _check_track_ids(track_ids, p)
     masks = _check_object_masks(object_masks, t_total, h, w)
-    n = len(p)
-    pos = np.full((t_total, n, 2), np.nan)
-    vis = np.zeros((t_total, n), dtype=bool)
+    scale = at_working_resolution(ts.propagation, h, w, masks).scale   # max_size, small objects
+    stop = t_total if stop is None else max(0, min(int(stop), t_total))
+    start = max(0, int(start))
+    order = list(dict.fromkeys(ids.tolist()))             # tracks by first appearance
+    col = np.array([order.index(t) for t in ids.tolist()])
+    pos = np.full((t_total, len(order), 2), np.nan)
+    vis = np.zeros((t_total, len(order)), dtype=bool)
     hs, ws = scaled_size(h, w, scale)
     fhw = feature_hw(h, w, scale)
-    groups = {int(t): np.flatnonzero(p[:, 0] == t) for t in np.unique(p[:, 0])}
-    per_group = t_total - 1
-    total = per_group * len(groups)
+    plan = _plan_groups(p, col, t_total, start, stop)
+    total = sum(len(c) for _, chains, _ in plan.values() for c in chains)
     device = model.device
-    encode = FrameEncoder(model, frames, scale)
+    if cache is None:
+        cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
+    encode = FrameEncoder(model, frames, scale, cache=cache, video_key=video_key)
+    done = 0
     if progress:
         progress(0, total)
     with torch.inference_mode():
-        for gi, (t0, idx) in enumerate(sorted(groups.items())):
+        for t0, (idx, chains, allowed) in plan.items():
+            cols = col[idx]
+            if start <= t0 < stop:
+                pos[t0, cols] = p[idx, 1:]
+                vis[t0, cols] = True
+            if not chains:
+                continue
             seed = _gaussian_heatmaps(p[idx, 1:], fhw, scale, ts.sigma).to(device)
             fg_seed = None
             if t0 in masks:
                 m = torch.from_numpy(resize_nearest(masks[t0].astype(np.int64), (hs, ws)))
                 fg_seed = downsample_probs(m[None], fhw).to(device)
-            pos[t0, idx] = p[idx, 1:]
-            vis[t0, idx] = True
-
             seed_peak = _read_peaks(seed, ts.window)[1]
 
-            def write(t: int, cyx: torch.Tensor, peak: torch.Tensor, idx=idx,
-                      seed_peak=seed_peak) -> None:
+            def write(t: int, cyx: torch.Tensor, peak: torch.Tensor, cols=cols,
+                      allowed=allowed, seed_peak=seed_peak) -> None:
+                mine = (allowed[:, 0] <= t) & (t < allowed[:, 1])
+                if not mine.any():
+                    return
                 pix = (cyx.double() * 4 + 1.5) / scale
                 pix[:, 0].clamp_(0, h - 1)
                 pix[:, 1].clamp_(0, w - 1)
-                pos[t, idx] = pix.cpu().numpy()
-                vis[t, idx] = (peak / seed_peak >= ts.visible_threshold).cpu().numpy()
+                pix = pix.cpu().numpy()
+                peak = peak.cpu().numpy()
+                pix[peak <= 0] = np.nan                    # lost: no heat left anywhere
+                pos[t, cols[mine]] = pix[mine]
+                vis[t, cols[mine]] = (peak / seed_peak.cpu().numpy()
+                                      >= ts.visible_threshold)[mine]
 
-            def prog(done: int, base=gi * per_group) -> None:
+            def prog(n_done: int, base=done) -> None:
                 if progress:
-                    progress(base + done, total)
+                    progress(base + n_done, total)
 
-            if not _track_group(model, encode, t_total, t0, seed, fg_seed, ts, write, prog,
+            if not _track_group(model, encode, chains, t0, seed, fg_seed, ts, write, prog,
                                 cancel):
                 break
+            done += sum(len(c) for c in chains)
     return Tracks(pos, vis)

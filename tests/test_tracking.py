@@ -127,6 +127,78 @@ def test_velocity_follows_motion_beyond_the_window(lab, texture):
     assert error("none")[-1] > 20          # without the prediction the points are lost
 
 
+# --------------------------------------------------------------------------- keyframes
+
+
+def test_a_later_keyframe_takes_over_going_forward(lab, texture):
+    """A track given on frames 0 and 4 (the user moved the point on 4 by 10 px): frames
+    1-3 are tracked from frame 0 exactly as without the second keyframe, frame 4 is the
+    given point, frames 5-7 follow it from there."""
+    frames, motion = _translated(texture)
+    first = _points(n=3, seed=7)
+    moved = first[1].copy()
+    moved[0] = 4
+    moved[1:] += motion[4] + (0.0, 10.0)                 # where the user put it on frame 4
+    pts = np.concatenate([first, moved[None]])
+    tracks = track_points(lab, frames, pts, track_ids=[5, 7, 9, 7])
+    assert tracks.positions.shape == (T, 3, 2)           # one column per track: 5, 7, 9
+    alone = track_points(lab, frames, first)
+    np.testing.assert_array_equal(tracks.positions[:4], alone.positions[:4])
+    np.testing.assert_array_equal(tracks.positions[:, [0, 2]], alone.positions[:, [0, 2]])
+    np.testing.assert_allclose(tracks.positions[4, 1], moved[1:])
+    expect = moved[None, 1:] + motion[5:] - motion[4]
+    assert np.linalg.norm(tracks.positions[5:, 1] - expect, axis=-1).max() < 1.5
+    assert np.linalg.norm(alone.positions[5:, 1] - expect, axis=-1).min() > 8   # changed
+
+
+def test_frames_before_the_first_keyframe_come_backward_from_it(lab, texture):
+    frames, motion = _translated(texture)
+    a = np.array([[3, 40.0, 60.0]])
+    b = a.copy()
+    b[0, 0] = 6
+    b[0, 1:] += motion[6] - motion[3] + (4.0, 0.0)
+    tracks = track_points(lab, frames, np.concatenate([a, b]), track_ids=[1, 1])
+    alone = track_points(lab, frames, a)
+    np.testing.assert_array_equal(tracks.positions[:6], alone.positions[:6])
+    np.testing.assert_allclose(tracks.positions[6, 0], b[0, 1:])
+
+
+def test_start_computes_only_from_the_corrected_frame(lab, texture):
+    """Re-tracking from frame k (start=k) gives what the full run gives from k on."""
+    frames, motion = _translated(texture)
+    k = 4
+    pts = np.concatenate([_points(n=2, seed=8), _points(n=2, seed=8, t=k)])
+    ids = [1, 2, 1, 2]
+    full = track_points(lab, frames, pts, track_ids=ids)
+    calls = []
+    part = track_points(lab, frames, pts, track_ids=ids, start=k,
+                        progress=lambda d, n: calls.append(n))
+    assert np.isnan(part.positions[:k]).all() and not part.visible[:k].any()
+    np.testing.assert_array_equal(part.positions[k:], full.positions[k:])
+    assert calls[0] == T - 1 - k                         # frames k+1..T-1 only
+
+
+def test_lost_points_are_nan_not_parked_in_a_corner(lab, texture):
+    """A point off the masked object has no heat left once gated by the mask: lost."""
+    frames, _ = _translated(texture)
+    mask = np.zeros((H, W), bool)
+    mask[70:90, 100:120] = True
+    pts = np.array([[0, 70.0, 105.0], [0, 10.0, 10.0]])   # on the object, far from it
+    tracks = track_points(lab, frames, pts, object_masks={0: mask})
+    assert np.isfinite(tracks.positions[:, 0]).all()
+    assert np.isnan(tracks.positions[1:, 1]).all() and not tracks.visible[1:, 1].any()
+    np.testing.assert_allclose(tracks.positions[0, 1], pts[1, 1:])
+
+
+def test_two_points_of_one_track_on_one_frame_raise(lab):
+    frames = np.zeros((4, 32, 48, 3), np.uint8)
+    pts = np.array([[1, 10.0, 10.0], [1, 12.0, 12.0]])
+    with pytest.raises(InputError, match="two points on frame 1"):
+        track_points(lab, frames, pts, track_ids=[3, 3])
+    with pytest.raises(InputError, match="one id per point"):
+        track_points(lab, frames, pts, track_ids=[3])
+
+
 @pytest.mark.parametrize("points, match", [
     (np.zeros((0, 3)), "no points"),
     (np.array([[0, 10.0]]), "shape"),

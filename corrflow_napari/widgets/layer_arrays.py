@@ -3,6 +3,7 @@ objects (or anything with the same attributes) without a viewer.
 
 * :func:`video_frames`: an Image layer as (T, H, W, 3) uint8 frames,
 * :func:`current_frame`: the frame the viewer shows,
+* :func:`show_frame`: move the viewer to a frame,
 * :func:`points_input`: a Points layer as (N, 3) t, y, x rows and track ids,
 * :func:`tracks_layer_data`: tracking results as Tracks / Points layer data.
 """
@@ -88,7 +89,8 @@ def show_frame(viewer, layer, t: int) -> None:
 
 def points_input(layer, t_now: int) -> tuple[np.ndarray, np.ndarray]:
     """A Points layer as (N, 3) t, y, x rows (2-D points sit on frame ``t_now``) and the N
-    track ids (the ``track_id`` feature when present, else 0..N-1)."""
+    track ids (the ``track_id`` feature when present, else 0..N-1). Points sharing a
+    track id are that track's keyframes (one per frame)."""
     data = np.asarray(layer.data, dtype=np.float64)
     if len(data) == 0:
         raise InputError(f"Points layer '{layer.name}' is empty: place points on a frame "
@@ -98,28 +100,30 @@ def points_input(layer, t_now: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         pts = data[:, -3:].copy()
         pts[:, 0] = np.round(pts[:, 0])
-    ids = np.arange(len(pts))
+    return pts, track_ids(layer)
+
+
+def track_ids(layer) -> np.ndarray:
+    """The ``track_id`` feature of a Points layer as whole numbers (default 0..N-1)."""
+    ids = np.arange(len(layer.data))
     feats = getattr(layer, "features", None)
     if feats is not None and "track_id" in feats.columns:
-        col = np.asarray(feats["track_id"])
         try:
-            ids = col.astype(np.int64)
+            ids = np.asarray(feats["track_id"]).astype(np.int64)
         except (TypeError, ValueError):
             raise InputError("the Points layer's 'track_id' feature must hold whole "
                              "numbers.") from None
-        if len(set(ids.tolist())) != len(ids):
-            raise InputError("two points share a track_id; give every point its own "
-                             "track_id (one point per track).")
-    return pts, ids
+    return ids
 
 
 def tracks_layer_data(ids: np.ndarray, positions: np.ndarray,
                       visible: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Tracking results as layer data, one row per tracked (finite) point, ordered by
-    track id then time.
+    track id then time; lost (NaN) points are left out.
 
-    ids (N,), positions (T, N, 2) y, x pixels (NaN: not reached), visible (T, N) bool.
-    Returns (tracks (M, 4) track_id, t, y, x; points (M, 3) t, y, x;
+    ids (N,), positions (T, N, 2) y, x pixels (NaN: lost or not computed), visible (T, N)
+    bool. Returns (tracks (M, 4) segment, t, y, x: a track's frames in a row, a new
+    segment after each gap, so that no tail is drawn across it; points (M, 3) t, y, x;
     features {"track_id": (M,) int, "visible": (M,) bool}).
     """
     t_total, n = visible.shape
@@ -129,7 +133,10 @@ def tracks_layer_data(ids: np.ndarray, positions: np.ndarray,
     tid = ids[ii[ok]][order]
     t = tt[ok][order]
     yx = positions[ok][order]
-    tracks = np.column_stack([tid, t, yx]).astype(np.float64)
+    new = np.ones(len(t), bool)
+    new[1:] = (tid[1:] != tid[:-1]) | (t[1:] != t[:-1] + 1)
+    segment = np.cumsum(new) - 1
+    tracks = np.column_stack([segment, t, yx]).astype(np.float64)
     points = np.column_stack([t, yx])
     features = {"track_id": tid.astype(int), "visible": visible[ok][order].astype(bool)}
     return tracks, points, features

@@ -75,21 +75,24 @@ def test_points_input_rows_and_track_ids():
     np.testing.assert_array_equal(points_input(layer, 0)[1], [7, 3])
 
 
-def test_points_input_errors():
+def test_points_input_errors_and_keyframes():
     with pytest.raises(InputError, match="empty"):
         points_input(Points(np.zeros((0, 3)), name="p"), 0)
-    dup = Points(np.array([[0, 1, 1], [0, 2, 2]]), features={"track_id": [4, 4]})
-    with pytest.raises(InputError, match="share a track_id"):
-        points_input(dup, 0)
+    bad = Points(np.array([[0, 1, 1]]), features={"track_id": ["a"]})
+    with pytest.raises(InputError, match="whole numbers"):
+        points_input(bad, 0)
+    keys = Points(np.array([[0, 1, 1], [5, 2, 2]]), features={"track_id": [4, 4]})
+    np.testing.assert_array_equal(points_input(keys, 0)[1], [4, 4])  # one track, 2 frames
 
 
-def test_tracks_layer_data_orders_by_track_then_time_and_drops_unreached():
+def test_tracks_layer_data_orders_by_track_then_time_and_drops_lost():
     ids = np.array([9, 2])
     pos = np.array([[[1, 1], [5, 5]], [[2, 2], [np.nan, np.nan]], [[3, 3], [7, 7]]])
     vis = np.array([[True, True], [False, False], [True, False]])
     tracks, points, features = tracks_layer_data(ids, pos, vis)
-    np.testing.assert_array_equal(tracks, [[2, 0, 5, 5], [2, 2, 7, 7],
-                                           [9, 0, 1, 1], [9, 1, 2, 2], [9, 2, 3, 3]])
+    # track 2 is lost on frame 1: two segments, so no tail is drawn across the gap
+    np.testing.assert_array_equal(tracks, [[0, 0, 5, 5], [1, 2, 7, 7],
+                                           [2, 0, 1, 1], [2, 1, 2, 2], [2, 2, 3, 3]])
     np.testing.assert_array_equal(points, tracks[:, 1:])
     np.testing.assert_array_equal(features["track_id"], [2, 2, 9, 9, 9])
     np.testing.assert_array_equal(features["visible"], [True, False, True, False, True])
