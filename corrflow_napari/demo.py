@@ -1,5 +1,6 @@
 """``make demo``: propagate the bundled sample's first-frame mask and write the results;
-then, when a display is available, open napari with the sample and the widgets docked.
+then, when a display is available, open napari with the sample, that result loaded
+(not recomputed) and the widgets docked, on frame 0.
 
     python -m corrflow_napari.demo --out out [--no-viewer] [--device auto]
 
@@ -12,6 +13,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .errors import InputError
 
@@ -52,16 +55,53 @@ def run_headless(out: Path, device: str = "auto", log=print) -> Path:
     return out
 
 
-def open_viewer(show: bool = True):
-    """napari with the sample loaded and the three widgets docked.
+def load_result(labels, masks: Path, keyframes=(0,)) -> int:
+    """Fill the (T, H, W) Labels layer ``labels`` with the PNGs :func:`run_headless` wrote
+    to ``masks`` (loaded, not recomputed); frames other than ``keyframes`` are marked as
+    propagated, so the Propagate widget takes only the keyframes as painted. Returns the
+    number of frames loaded."""
+    from .io import read_mask
+    from .widgets.labels_edit import mark_written
+    t_total, h, w = labels.data.shape
+    paths = [masks / f"{t:05d}.png" for t in range(t_total)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise InputError(f"{masks} lacks {missing[0]} (and {len(missing) - 1} more): run "
+                         "the demo without --no-viewer to compute the result first.")
+    result = np.stack([read_mask(p, shape=(h, w))[0] for p in paths])
+    labels.data[...] = result.astype(labels.data.dtype)
+    mark_written(labels, [t for t in range(t_total) if t not in set(keyframes)])
+    labels.refresh()
+    return t_total
 
+
+def fit_to_screen(viewer) -> tuple[int, int, int, int]:
+    """Give the napari window the whole available screen; returns (x, y, w, h)."""
+    from qtpy.QtWidgets import QApplication
+    g = QApplication.primaryScreen().availableGeometry()
+    viewer.window.set_geometry(g.x(), g.y(), g.width(), g.height())
+    return g.x(), g.y(), g.width(), g.height()
+
+
+def open_viewer(out: Path | None = None, show: bool = True):
+    """napari with the sample loaded, the three widgets docked, on frame 0.
+
+    ``out``: the folder :func:`run_headless` wrote; its masks fill the sample's Labels
+    layer (the painted frame 0 and the propagated frames). The window takes the screen,
+    the frame axis is labelled ``t`` and the view is reset once the docks are in place.
     Returns ``(viewer, {name: (widget, dock)})`` for "propagate", "track", "finetune".
     """
     import napari
+    from qtpy.QtCore import QTimer
 
     from .widgets import FinetuneWidget, PropagateWidget, TrackWidget
     viewer = napari.Viewer(title="corrflow-napari demo", show=show)
     viewer.open_sample("corrflow-napari", "bigbuckbunny")
+    labels = viewer.layers["bunny labels"]
+    if out is not None:
+        load_result(labels, Path(out) / "masks")
+    viewer.dims.axis_labels = ("t", "y", "x")
+    viewer.dims.set_current_step(0, 0)          # napari opens a stack on its middle frame
     docks = {}
     for key, cls, name in (("propagate", PropagateWidget, "Propagate labels"),
                            ("track", TrackWidget, "Track points"),
@@ -70,10 +110,31 @@ def open_viewer(show: bool = True):
         dock = viewer.window.add_dock_widget(w, name=name, area="right",
                                              tabify=key != "propagate")
         docks[key] = (w, dock)
-    from qtpy.QtCore import QTimer
+    fit_to_screen(viewer)
+    viewer.layers.selection.active = labels
+    docks["propagate"][0].refresh_keyframes()
     QTimer.singleShot(0, docks["propagate"][1].raise_)   # after napari raised the last tab
-    viewer.layers.selection.active = viewer.layers["bunny labels"]
+    fit_while_laying_out(viewer)
     return viewer, docks
+
+
+def fit_while_laying_out(viewer, seconds: float = 3.0) -> None:
+    """Fit the frame to the canvas now and at every canvas resize of the next ``seconds``:
+    the window system and the docks settle the canvas size asynchronously."""
+    from qtpy.QtCore import QTimer
+
+    def fit(event=None):
+        viewer.reset_view()
+
+    def stop():
+        try:
+            viewer.canvas.events.size.disconnect(fit)
+        except (TypeError, ValueError, RuntimeError):   # pragma: no cover - closed
+            pass
+
+    viewer.canvas.events.size.connect(fit)
+    QTimer.singleShot(0, fit)
+    QTimer.singleShot(int(seconds * 1000), stop)
 
 
 def main(argv=None) -> int:
@@ -95,9 +156,9 @@ def main(argv=None) -> int:
               "above are the demo.")
         return 0
     import napari
-    open_viewer()
-    print("napari is open with the sample: paint, press Propagate, scrub; close the window "
-          "to finish.")
+    open_viewer(Path(args.out))
+    print("napari is open with the sample and the propagated labels on frame 0: scrub, "
+          "repaint a frame, Re-propagate; close the window to finish.")
     napari.run()
     return 0
 

@@ -47,3 +47,38 @@ def test_demo_main_without_viewer_falls_back_to_lab(tmp_path, short_sample, monk
     assert demo.main(["--out", str(tmp_path / "out"), "--no-viewer", "--device", "cpu"]) == 0
     assert "Lab-colour baseline" in capsys.readouterr().out
     check_outputs(tmp_path / "out", *short_sample)
+
+
+def test_demo_viewer_opens_the_computed_result_on_frame_0(tmp_path, short_sample, monkeypatch,
+                                                          qtbot):
+    """``make demo`` with a display: the result it just wrote, loaded (not recomputed), on
+    frame 0, the window on the whole screen, the axis named t, the frame fitted."""
+    from qtpy.QtWidgets import QApplication
+
+    import corrflow_napari.propagation
+    monkeypatch.setattr(corrflow_napari.model, "SHIPPED_WEIGHTS", tmp_path / "absent.pt")
+    demo.run_headless(tmp_path, device="cpu", log=lambda s: None)
+    monkeypatch.setattr(corrflow_napari.propagation, "propagate",
+                        lambda *a, **k: pytest.fail("the demo viewer must not recompute"))
+    viewer, docks = demo.open_viewer(tmp_path, show=True)
+    try:
+        qtbot.wait(300)                                  # docks laid out, view reset
+        frames, mask = short_sample
+        labels = viewer.layers["bunny labels"]
+        for t in range(N_FRAMES):
+            np.testing.assert_array_equal(
+                labels.data[t], np.array(Image.open(tmp_path / "masks" / f"{t:05d}.png")))
+        assert labels.data[1].any()                      # the propagated frame is shown too
+        assert viewer.dims.current_step[0] == 0
+        assert tuple(viewer.dims.axis_labels) == ("t", "y", "x")
+        g = QApplication.primaryScreen().availableGeometry()     # 800x600 under pytest-xvfb
+        x, y, w, h = viewer.window.geometry()
+        assert (x, y) == (g.x(), g.y()) and h == g.height()
+        assert w == max(g.width(), viewer.window._qt_window.minimumSizeHint().width())
+        assert docks["propagate"][0].keyframes() == [0]  # propagated frames are not painted
+        ch, cw = viewer.canvas.size
+        fit = min(cw / frames.shape[2], ch / frames.shape[1])
+        zoom = viewer.scene.camera.zoom
+        assert 0.8 * fit <= zoom <= fit, (zoom, fit)     # the whole frame, filling the canvas
+    finally:
+        viewer.close()
