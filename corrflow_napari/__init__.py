@@ -1,6 +1,13 @@
 """corrflow-napari: propagate masks and keypoints through video with CorrFlow."""
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning (torch's intra-op pool): on a CPU shared
+# with other work the default spinning made propagation several times slower (device.py).
+# Read once, when torch first loads: this package imports torch only in its submodules.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "propagate_labels", "track_points", "__version__"]
