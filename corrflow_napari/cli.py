@@ -161,31 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _keyframes(args, n_frames: int, hw: tuple[int, int]):
-    from .io import read_mask
-    masks, frames = args.mask, args.mask_frame
-    if frames is None:
-        if len(masks) > 1:
-            raise InputError("several --mask given without --mask-frame; give one "
-                             "--mask-frame per --mask, in the same order.")
-        frames = [0]
-    if len(frames) != len(masks):
-        raise InputError(f"{len(masks)} --mask but {len(frames)} --mask-frame; give one "
-                         "--mask-frame per --mask.")
-    keyframes, palette = {}, None
-    for path, t in zip(masks, frames):
-        if not -n_frames <= t < n_frames:
-            raise InputError(f"--mask-frame {t} is out of range: {args.video} has {n_frames} "
-                             f"frames (0..{n_frames - 1}).")
-        t %= n_frames
-        if t in keyframes:
-            raise InputError(f"two masks given for frame {t}; give one --mask per frame.")
-        mask, pal = read_mask(path, shape=hw)
-        if not (mask > 0).any():
-            raise InputError(f"mask {path} contains no object (all pixels are 0); "
-                             "paint at least one object with ids 1..N.")
-        keyframes[t] = mask
-        palette = palette if palette is not None else pal
-    return keyframes, palette
+    from .io.masks import read_keyframe_masks
+    return read_keyframe_masks(args.mask, args.mask_frame, n_frames, hw, args.video)
 
 
 def cmd_propagate(args, cancel: threading.Event | None = None) -> int:

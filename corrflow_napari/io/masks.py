@@ -1,6 +1,12 @@
-"""Reading label masks (indexed, grey or RGB(A) PNG/TIF) into integer object ids."""
+"""Reading label masks (indexed, grey or RGB(A) PNG/TIF) into integer object ids.
+
+A grey mask whose only non-zero value is white (255, or 65535 in 16 bits) is a binary
+mask as image editors save them: it is read as object 1, with a :class:`BinaryMaskNote`
+warning (the CLI prints it as one ``corrflow: note:`` line on stderr).
+"""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +16,26 @@ from .formats import TIFF_EXTENSIONS
 from .messages import short_error
 from .palette import davis_palette, full_palette, pack_rgb
 from .paths import as_path
+
+
+class BinaryMaskNote(UserWarning):
+    """A 0/255 (white on black) mask was read as object 1."""
+
+
+#: the white of 8- and 16-bit grey images
+_WHITE = (255, 65535)
+
+
+def _binary_as_object_1(path: Path, a: np.ndarray) -> np.ndarray:
+    """A grey mask whose only non-zero value is white -> object 1 (with a note)."""
+    if a.dtype.kind not in "iu" or not a.size:
+        return a
+    top = int(a.max())
+    if top not in _WHITE or not np.all((a == 0) | (a == top)):
+        return a
+    warnings.warn(f"mask {path} holds only 0 and {top} (a black and white mask): read as "
+                  "object 1 on background 0", BinaryMaskNote, stacklevel=3)
+    return (a == top).astype(np.int32)
 
 
 def _mask_shape_check(path: Path, ids: np.ndarray, shape) -> None:
@@ -69,7 +95,9 @@ def read_mask(path, shape=None) -> tuple[np.ndarray, np.ndarray | None]:
 
     * indexed PNG (mode "P"): the palette indices are the ids, the file's palette is
       returned (entries it lacks are filled with the DAVIS colours);
-    * greyscale PNG/TIF (8/16/32-bit): the values are the ids, palette None;
+    * greyscale PNG/TIF (8/16/32-bit): the values are the ids, palette None; except a
+      black and white mask (only 0 and 255 / 65535): object 1, with a
+      :class:`BinaryMaskNote` warning;
     * RGB/RGBA: black (and fully transparent) is background 0; if every other colour is
       a DAVIS/VOC palette colour its DAVIS id is used, otherwise up to 255 colours get
       ids 1..N in order of first appearance (raster order) and the palette lists them;
@@ -145,7 +173,7 @@ def read_mask(path, shape=None) -> tuple[np.ndarray, np.ndarray | None]:
                              "or positive")
         if a.size and a.max() > np.iinfo(np.int32).max:
             raise InputError(f"mask {p} has ids too large for int32; renumber the objects")
-        ids = a.astype(np.int32)
+        ids = _binary_as_object_1(p, a).astype(np.int32)
         palette = None
     else:
         raise InputError(f"mask {p} has shape {arr.shape}; expected one 2D label image - save "
@@ -155,3 +183,36 @@ def read_mask(path, shape=None) -> tuple[np.ndarray, np.ndarray | None]:
     _mask_shape_check(p, ids, shape)
     return np.ascontiguousarray(ids, dtype=np.int32), palette
 
+
+
+def read_keyframe_masks(masks, frames, n_frames: int, hw, video) -> tuple[dict, np.ndarray | None]:
+    """The keyframes given as ``--mask M [--mask-frame K]`` pairs on the command line:
+    ``({frame: (H, W) ids}, palette of the first mask or None)``.
+
+    masks: the mask files; frames: their frame numbers in the same order (None: one mask,
+    on frame 0; negative numbers count from the end); n_frames, hw: the video's length
+    and frame size (H, W); video: its name for messages. Every mask must hold an object.
+    """
+    if frames is None:
+        if len(masks) > 1:
+            raise InputError("several --mask given without --mask-frame; give one "
+                             "--mask-frame per --mask, in the same order.")
+        frames = [0]
+    if len(frames) != len(masks):
+        raise InputError(f"{len(masks)} --mask but {len(frames)} --mask-frame; give one "
+                         "--mask-frame per --mask.")
+    keyframes, palette = {}, None
+    for path, t in zip(masks, frames):
+        if not -n_frames <= t < n_frames:
+            raise InputError(f"--mask-frame {t} is out of range: {video} has {n_frames} "
+                             f"frames (0..{n_frames - 1}).")
+        t %= n_frames
+        if t in keyframes:
+            raise InputError(f"two masks given for frame {t}; give one --mask per frame.")
+        mask, pal = read_mask(path, shape=hw)
+        if not (mask > 0).any():
+            raise InputError(f"mask {path} contains no object (all pixels are 0); "
+                             "paint at least one object with ids 1..N.")
+        keyframes[t] = mask
+        palette = palette if palette is not None else pal
+    return keyframes, palette
