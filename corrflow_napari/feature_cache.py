@@ -102,6 +102,11 @@ class FeatureCache:
                 self._nbytes -= _nbytes(self._items.pop(k))
             return len(keys)
 
+    def values_of(self, video: Hashable) -> dict[tuple, torch.Tensor]:
+        """The entries of video key ``video`` other than encoder outputs (e.g. chains)."""
+        with self._lock:
+            return {k: v for k, v in self._items.items() if k[0] == video and len(k) > 4}
+
     def clear(self) -> None:
         """Forget everything (the hit and miss counters are kept)."""
         with self._lock:

@@ -41,6 +41,7 @@ def test_lru_bounded_by_bytes():
     cache = FeatureCache(max_bytes=10_000)
     for key in (("v", 0), ("w", 0), ("v", 3, "model", (8, 8), "side")):   # the last: a
         cache.put(key, one.clone())                                      # chain's values
+    assert list(cache.values_of("v")) == [("v", 3, "model", (8, 8), "side")]
     assert cache.drop("v", features=False) == 1 and ("v", 0) in cache
     assert cache.drop("v") == 1 and cache.nbytes == 1000 and ("w", 0) in cache
     with pytest.raises(ValueError):

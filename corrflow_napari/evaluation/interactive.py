@@ -143,9 +143,12 @@ def run_robots(model, frames, gt: np.ndarray, robots: Sequence[Robot], rounds: i
     first = propagate(model, frames, {0: gt[0]}, settings=settings, cache=cache,
                       video_key=video_key)
     first_seconds = time.perf_counter() - t0
+    first_chains = cache.values_of(video_key)
     out: dict[str, list[dict]] = {}
     for robot in robots:
-        cache.drop(video_key, features=False)    # a robot's chains are its own (timing)
+        cache.drop(video_key, features=False)    # a robot's chains are its own (timing),
+        for key, value in first_chains.items():  # from its own round 0 on
+            cache.put(key, value)
         rs = dataclasses.replace(settings, fusion=robot.fusion)
         state = _State(first, gt, ids)
         rows = [_round_row(0, 0, first_seconds, len(gt) - 1, gt, state, ids)]
