@@ -13,6 +13,8 @@ import hashlib
 
 import numpy as np
 
+from ..errors import InputError
+
 #: layer.metadata key: {frame: set of fingerprints of label frames a run wrote}
 WRITTEN_KEY = "corrflow_propagated"
 
@@ -39,6 +41,29 @@ def detect_keyframes(layer) -> list[int]:
             continue
         keys.append(t)
     return keys
+
+
+def parse_keyframes(text: str, n_frames: int) -> list[int]:
+    """Frame numbers from text like ``"0, 40"`` (commas, semicolons or spaces)."""
+    keys = set()
+    for part in text.replace(";", ",").replace(" ", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            raise InputError(f"keyframes: '{part}' is not a frame number; list frames like "
+                             "'0, 40'.")
+        try:
+            t = int(part)
+        except ValueError:
+            raise InputError(f"keyframes: '{part}' is not a frame number; list frames like "
+                             "'0, 40'.") from None
+        if not 0 <= t < n_frames:
+            raise InputError(f"keyframe {t} is out of range: the video has {n_frames} frames "
+                             f"(0..{n_frames - 1}).")
+        keys.add(t)
+    return sorted(keys)
+
 
 
 def record_undo_step(layer, atoms: list) -> None:

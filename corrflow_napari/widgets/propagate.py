@@ -1,8 +1,11 @@
 """The "Propagate labels" dock widget: gathers layers, keyframes and settings, runs the
-core's ``propagate_labels`` in a worker thread (``WidgetRun``) and writes each finished
-frame into the Labels layer; the whole run is one undoable edit of that layer, after
-every earlier one (``LabelsEdit``). Shows "frame 31/96, 0.8 s/frame, 52 s left", can
-follow the frames as they are written, and exports the labels (PNG folder or tif)."""
+core's ``propagate`` in a worker thread (``WidgetRun``) and writes each finished frame
+into the Labels layer; the whole run is one undoable edit of that layer, after every
+earlier one (``LabelsEdit``). It shows "frame 31/96, 0.8 s/frame, 52 s left", can follow
+the frames as they are written, keeps the video's features between runs (a re-run after
+a correction recomputes only the frames it can change), plots the per-frame confidence
+with a button to the least confident frame, and exports the labels (PNG folder or tif).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,48 +18,32 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import InputError
 from ..model.cache import describe_weights, get_model
-from ..propagation import PropagationSettings
+from ..propagation import PropagationSettings, affected_range
+from ._dock import compact_body, hbox, reconnect
 from ._pickers import FrameRange, LayerCombo, WeightsBox, device_combo
 from ._run import Outcome, RunsInBackground, WidgetRun
 from ._settings_form import SettingsForm
+from .confidence_strip import (
+    CONFIDENCE_KEY,
+    ConfidenceStrip,
+    least_confident,
+    merge_confidence,
+)
 from .export_labels import ask_export_path, export_layer
-from .labels_edit import WRITTEN_KEY, LabelsEdit, detect_keyframes
+from .feature_store import LayerFeatureCache
+from .labels_edit import WRITTEN_KEY, LabelsEdit, detect_keyframes, parse_keyframes
 from .layer_arrays import current_frame, show_frame, video_frames
 
 __all__ = ["PropagateWidget", "parse_keyframes", "detect_keyframes", "WRITTEN_KEY"]
-
-
-def parse_keyframes(text: str, n_frames: int) -> list[int]:
-    """Frame numbers from text like ``"0, 40"`` (commas, semicolons or spaces)."""
-    keys = set()
-    for part in text.replace(";", ",").replace(" ", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part[1:]:
-            raise InputError(f"keyframes: '{part}' is not a frame number; list frames like "
-                             "'0, 40'.")
-        try:
-            t = int(part)
-        except ValueError:
-            raise InputError(f"keyframes: '{part}' is not a frame number; list frames like "
-                             "'0, 40'.") from None
-        if not 0 <= t < n_frames:
-            raise InputError(f"keyframe {t} is out of range: the video has {n_frames} frames "
-                             f"(0..{n_frames - 1}).")
-        keys.add(t)
-    return sorted(keys)
 
 
 @dataclass
@@ -71,15 +58,18 @@ class PropagationJob:
     weights: str
     device: str
     settings: PropagationSettings
+    cache: object = None           # the Image layer's FeatureCache
+    video_key: object = None
 
 
-def _propagate(job: PropagationJob, task) -> None:
-    from ..propagation import propagate_labels
+def _propagate(job: PropagationJob, task):
+    from ..propagation import propagate
     model = get_model(job.weights, job.device)
-    propagate_labels(model, job.frames, job.keyframes, progress=task.progress,
+    return propagate(model, job.frames, job.keyframes, progress=task.progress,
                      cancel=task.cancel, settings=job.settings, start=job.start,
                      stop=job.stop, direction=job.direction,
-                     on_frame=lambda t, lab: task.send((int(t), lab)))
+                     on_frame=lambda t, lab: task.send((int(t), lab)),
+                     cache=job.cache, video_key=job.video_key)
 
 
 class PropagateWidget(RunsInBackground, QWidget):
@@ -96,6 +86,7 @@ class PropagateWidget(RunsInBackground, QWidget):
         self._edit: LabelsEdit | None = None
         self.last_weights: str | None = None     # weights used by the last run
         self.last_job: PropagationJob | None = None
+        self.features = LayerFeatureCache()      # kept between runs on one video
 
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.labels_combo = LayerCombo(napari_viewer, Labels)
@@ -109,24 +100,29 @@ class PropagateWidget(RunsInBackground, QWidget):
         self.detect_btn.setToolTip("detect painted frames again")
         self.direction = QComboBox()
         self.direction.addItems(["both", "forward", "backward"])
-        self.direction.setToolTip("both: forward from every keyframe and backward before "
-                                  "the first")
+        self.direction.setToolTip("both: every frame from the keyframes on both sides of it "
+                                  "(before the first / after the last: from that one)")
         self.frame_range = FrameRange()
         self.start_spin, self.end_spin = self.frame_range.start_spin, self.frame_range.end_spin
         self.weights = WeightsBox(lab=True)
         self.device = device_combo()
         self.advanced = SettingsForm(PropagationSettings())
+        self.advanced.body.layout().insertRow(0, "device", self.device)
         self.propagate_btn = QPushButton("Propagate")
-        self.repropagate_btn = QPushButton("Re-propagate from current frame")
+        self.repropagate_btn = QPushButton("Re-propagate from here")
         self.repropagate_btn.setToolTip(
-            "The frame shown becomes a keyframe; frames after it, up to the next keyframe, "
-            "are recomputed.")
+            "After repainting the frame shown: it becomes a keyframe and only the frames it "
+            "can change (up to the keyframes on either side) are recomputed.")
         self.cancel_btn = QPushButton("Cancel")
         self.follow = QCheckBox("Follow")
         self.follow.setToolTip("show each frame as it is written")
         self.export_btn = QPushButton("Export labels…")
         self.export_btn.setToolTip("save the Labels layer as a folder of indexed PNGs "
                                    "(00000.png ..., as the command line writes) or a tif")
+        self.strip = ConfidenceStrip()
+        self.worst_btn = QPushButton("Go to least confident")
+        self.worst_btn.setToolTip("show the least confident frame that is not a keyframe: "
+                                  "the first to check and repaint")
         self.progress = QLabel("")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -134,24 +130,17 @@ class PropagateWidget(RunsInBackground, QWidget):
         form = QFormLayout()
         form.addRow("Video", self.image_combo)
         form.addRow("Labels", self.labels_combo)
-        krow = QHBoxLayout()
-        krow.addWidget(self.keyframes_edit, 1)
-        krow.addWidget(self.detect_btn)
-        form.addRow("Keyframes", krow)
-        form.addRow("Direction", self.direction)
-        form.addRow("Frames", self.frame_range)
+        form.addRow("Keyframes", hbox(self.keyframes_edit, self.detect_btn,
+                                      fixed=(self.detect_btn,)))
+        form.addRow("Frames", hbox(self.frame_range, self.direction, fixed=(self.direction,)))
         form.addRow("Features", self.weights)
-        form.addRow("Device", self.device)
-        lay = QVBoxLayout(self)
+        lay = compact_body(self)
         lay.addLayout(form)
         lay.addWidget(self.advanced)
-        lay.addWidget(self.propagate_btn)
-        lay.addWidget(self.repropagate_btn)
-        row = QHBoxLayout()
-        row.addWidget(self.cancel_btn, 1)
-        row.addWidget(self.follow)
-        row.addWidget(self.export_btn, 1)
-        lay.addLayout(row)
+        fixed = (self.follow, self.worst_btn)
+        lay.addLayout(hbox(self.propagate_btn, self.repropagate_btn))
+        lay.addLayout(hbox(self.cancel_btn, self.follow, self.export_btn, fixed=fixed))
+        lay.addLayout(hbox(self.strip, self.worst_btn, fixed=fixed))
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addStretch(1)
@@ -168,13 +157,18 @@ class PropagateWidget(RunsInBackground, QWidget):
         self._detect_timer.setInterval(250)
         self._detect_timer.timeout.connect(self.refresh_keyframes)
         self._watched = None
+        self._image = None
 
         self.propagate_btn.clicked.connect(self.propagate)
         self.repropagate_btn.clicked.connect(self.repropagate_from_current)
         self.detect_btn.clicked.connect(self.refresh_keyframes)
         self.export_btn.clicked.connect(lambda *_: self.export_labels())
+        self.worst_btn.clicked.connect(self.go_to_least_confident)
+        self.strip.frame_clicked.connect(self._show_frame)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.labels_combo.currentIndexChanged.connect(self._on_labels_changed)
+        napari_viewer.dims.events.current_step.connect(self._on_step)
+        napari_viewer.layers.events.removed.connect(self._on_removed)
         self._on_image_changed()
         self._on_labels_changed()
 
@@ -189,17 +183,22 @@ class PropagateWidget(RunsInBackground, QWidget):
         return int(layer.data.shape[0]) if layer is not None and layer.data.ndim >= 3 else 1
 
     def _on_image_changed(self, *_):
+        self._image = reconnect(self._image, self.image_combo.layer(), "data",
+                                self._on_image_data)
         self.frame_range.set_count(self._n_frames())
 
+    def _on_image_data(self, event=None):
+        """New pixels in the Image layer: its kept features are stale."""
+        self.features.forget(event.source if event is not None else self._image)
+
+    def _on_removed(self, event=None):
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            self.features.forget(layer)
+
     def _on_labels_changed(self, *_):
-        if self._watched is not None:
-            try:
-                self._watched.events.paint.disconnect(self._on_paint)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        self._watched = self.labels_combo.layer()
-        if self._watched is not None:
-            self._watched.events.paint.connect(self._on_paint)
+        self._watched = reconnect(self._watched, self.labels_combo.layer(), "paint",
+                                  self._on_paint)
         self._on_image_changed()
         self.refresh_keyframes()
 
@@ -216,10 +215,56 @@ class PropagateWidget(RunsInBackground, QWidget):
         layer = self.labels_combo.layer()
         keys = detect_keyframes(layer) if layer is not None and layer.data.ndim == 3 else []
         self.keyframes_edit.setText(", ".join(str(k) for k in keys))
+        self._update_strip(keys)
         return keys
 
     def keyframes(self) -> list[int]:
         return parse_keyframes(self.keyframes_edit.text(), self._n_frames())
+
+    # ------------------------------------------------------------------ confidence
+    def confidence(self) -> np.ndarray | None:
+        """(T,) per-frame confidence of the Labels layer's propagated frames (NaN: not
+        propagated), kept in its metadata; None before a run."""
+        layer = self.labels_combo.layer()
+        return None if layer is None else layer.metadata.get(CONFIDENCE_KEY)
+
+    def _update_strip(self, keys=None) -> None:
+        conf = self.confidence()
+        if keys is None:
+            try:
+                keys = self.keyframes()
+            except InputError:
+                keys = []
+        self.strip.set_confidence(conf, keys)
+        self.worst_btn.setEnabled(conf is not None and least_confident(conf, keys) is not None)
+        self._on_step()
+
+    def _on_step(self, event=None) -> None:
+        layer = self.labels_combo.layer()
+        try:
+            if layer is not None:
+                self.strip.set_current(current_frame(self.viewer, layer))
+        except RuntimeError:      # the Qt widget was deleted (viewer closing)
+            pass
+
+    def _show_frame(self, t: int) -> None:
+        layer = self.labels_combo.layer() or self.image_combo.layer()
+        if layer is not None:
+            show_frame(self.viewer, layer, t)
+
+    def go_to_least_confident(self) -> int | None:
+        """Show the least confident frame that is not a keyframe; returns it (None when
+        nothing was propagated yet)."""
+        conf = self.confidence()
+        t = None if conf is None else least_confident(conf, self.keyframes())
+        if t is None:
+            show_info("no propagated frame to check yet: press Propagate first.")
+            return None
+        self._show_frame(t)
+        self.status.setText(f"Frame {t}: confidence {conf[t]:.2f}, the lowest of the "
+                            "propagated frames. Repaint it if it is wrong, then "
+                            "Re-propagate from here.")
+        return t
 
     # ------------------------------------------------------------------ actions
     def propagate(self) -> None:
@@ -259,25 +304,30 @@ class PropagateWidget(RunsInBackground, QWidget):
                           on_item=self._on_frame,
                           what="re-propagation" if from_current else "propagation")
 
-    def _frame_range(self, labels, keys: list[int], from_current: bool, t_total: int):
+    def _frame_range(self, labels, keys: list[int], from_current: bool, t_total: int,
+                     settings: PropagationSettings):
         """(keyframes, start, stop, direction) for a run."""
+        direction = self.direction.currentText()
         if not from_current:
             start, stop = self.frame_range.span()
             if stop <= start:
                 raise InputError(f"frame range {start} to {stop - 1} is empty; the first "
                                  "frame must not be after the last.")
-            return keys, start, stop, self.direction.currentText()
+            return keys, start, stop, direction
         k = current_frame(self.viewer, labels)
         if not np.asarray(labels.data[k]).any():
             raise InputError(f"frame {k} has no labels: paint the correction on this "
                              "frame first, then re-propagate from it.")
         keys = sorted(set(keys) | {k})
-        later = [j for j in keys if j > k]
-        stop = later[0] if later else t_total
-        if stop <= k + 1:
-            raise InputError(f"nothing to re-propagate after frame {k}: the next frame "
-                             "is a keyframe or the end of the video.")
-        return keys, k, stop, "forward"
+        start, stop = affected_range(keys, k, t_total, settings)   # what k can change
+        if direction == "forward":
+            start = k
+        elif direction == "backward":
+            stop = k + 1
+        if not [t for t in range(start, stop) if t not in keys]:
+            raise InputError(f"nothing to re-propagate from frame {k}: the frames next to it "
+                             "are keyframes or the ends of the video.")
+        return keys, start, stop, direction
 
     def _prepare(self, from_current: bool) -> PropagationJob:
         """Check the inputs (InputError), then lock the Labels layer for the run."""
@@ -292,14 +342,17 @@ class PropagateWidget(RunsInBackground, QWidget):
                              f"{tuple(labels.data.shape)} but the video is {(t_total, h, w)} "
                              "(frames, height, width); create the Labels layer while the "
                              "video is shown so that they match.")
+        settings = self.settings()
         keys, start, stop, direction = self._frame_range(labels, self.keyframes(),
-                                                         from_current, t_total)
+                                                         from_current, t_total, settings)
         if not keys:
             raise InputError("no keyframes: paint the object on at least one frame of the "
                              f"Labels layer '{labels.name}' (or list painted frames).")
         masks = {k: np.array(labels.data[k], copy=True) for k in keys}
-        job = PropagationJob(frames, masks, start, stop, direction, self.weights.value(),
-                             self.device.currentText(), self.settings())
+        weights, device = self.weights.value(), self.device.currentText()
+        cache, video_key = self.features.get(image, weights, device, settings)
+        job = PropagationJob(frames, masks, start, stop, direction, weights, device,
+                             settings, cache, video_key)
         self._edit = LabelsEdit(labels, masks, on_refused=self._refuse_paint)
         self.last_job, self.last_weights = job, job.weights
         self.status.setText(f"Propagating frames {job.start}..{job.stop - 1} "
@@ -332,6 +385,11 @@ class PropagateWidget(RunsInBackground, QWidget):
         edit.finish()
         self._edit = None
         n = edit.n_written
+        result, job = outcome.value, self.last_job
+        if result is not None and outcome.status != "error":
+            meta = edit.layer.metadata
+            meta[CONFIDENCE_KEY] = merge_confidence(meta.get(CONFIDENCE_KEY),
+                                                    result.confidence, job.start, job.stop)
         if outcome.status == "error":
             outcome.note = f" ({n} frames were written; Ctrl+Z undoes them)" if n else ""
         elif outcome.status == "cancelled":

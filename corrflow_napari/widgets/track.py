@@ -17,16 +17,15 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import InputError
 from ..model.cache import describe_weights, get_model
 from ..tracking import TrackSettings
+from ._dock import compact_body, hbox
 from ._pickers import LayerCombo, WeightsBox, device_combo
 from ._run import Outcome, RunsInBackground, WidgetRun
 from ._settings_form import SettingsForm
@@ -87,31 +86,28 @@ class TrackWidget(RunsInBackground, QWidget):
         self.device = device_combo()
         # each group of points has one keyframe (its own frame): max_keyframes does not apply
         self.advanced = SettingsForm(TrackSettings(), skip=("propagation.max_keyframes",))
+        self.advanced.body.layout().insertRow(0, "device", self.device)
         self.track_btn = QPushButton("Track")
-        self.retrack_btn = QPushButton("Re-track from current frame")
+        self.retrack_btn = QPushButton("Re-track from here")
         self.retrack_btn.setToolTip(
-            "Drag wrong points of the tracked layer on the frame shown, then re-track: they "
-            "become keyframes, and each track is recomputed up to its next keyframe.")
+            "Re-track from the current frame: drag wrong points of the tracked layer on the "
+            "frame shown, then re-track; they become keyframes, and each of their tracks is "
+            "recomputed up to its next keyframe.")
         self.cancel_btn = QPushButton("Cancel")
         self.export_btn = QPushButton("Export CSV…")
         self.export_btn.setEnabled(False)
         self.progress = QLabel("")
-        self.status = QLabel("Place points on one frame (one point per track), then Track.")
+        self.status = QLabel("Place points on a frame (one per track), then Track.")
         self.status.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Video", self.image_combo)
         form.addRow("Points", self.points_combo)
         form.addRow("Features", self.weights)
-        form.addRow("Device", self.device)
-        lay = QVBoxLayout(self)
+        lay = compact_body(self)
         lay.addLayout(form)
         lay.addWidget(self.advanced)
-        lay.addWidget(self.track_btn)
-        lay.addWidget(self.retrack_btn)
-        row = QHBoxLayout()
-        row.addWidget(self.cancel_btn)
-        row.addWidget(self.export_btn)
-        lay.addLayout(row)
+        lay.addLayout(hbox(self.track_btn, self.retrack_btn))
+        lay.addLayout(hbox(self.cancel_btn, self.export_btn))
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addStretch(1)

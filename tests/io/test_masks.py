@@ -119,3 +119,48 @@ def test_read_mask_errors(tmp_path):
     with pytest.raises(InputError) as e:
         read_mask(tmp_path / "lossy.jpg")
     assert_one_line_naming(e, "lossy.jpg")
+
+
+@pytest.mark.parametrize("dtype, white", [(np.uint8, 255), (np.uint16, 65535)])
+def test_black_and_white_mask_is_object_1_with_a_note(tmp_path, dtype, white):
+    from corrflow_napari.io.masks import BinaryMaskNote
+    lab = np.zeros((20, 30), dtype)
+    lab[4:9, 5:12] = white
+    p = tmp_path / "bw.png"
+    Image.fromarray(lab).save(p)
+    with pytest.warns(BinaryMaskNote, match="only 0 and") as notes:
+        ids, palette = read_mask(p)
+    assert len(notes) == 1 and "bw.png" in str(notes[0].message)
+    np.testing.assert_array_equal(ids, (lab == white).astype(np.int32))
+    assert palette is None
+
+
+def test_grey_ids_with_255_among_others_are_kept(tmp_path, recwarn):
+    lab = np.zeros((20, 30), np.uint8)
+    lab[2:5, 2:5] = 255
+    lab[10:15, 10:15] = 3                     # a real id next to 255: ids are ids
+    p = tmp_path / "grey.png"
+    Image.fromarray(lab).save(p)
+    ids, _ = read_mask(p)
+    np.testing.assert_array_equal(ids, lab)
+    assert not recwarn.list
+
+
+def test_cli_notes_a_black_and_white_mask_in_one_line(tmp_path, capsys):
+    from corrflow_napari.cli import main
+    from corrflow_napari.io import write_video
+    frames = np.full((3, 32, 48, 3), 90, np.uint8)
+    frames[:, 8:20, 10:26] = (230, 40, 40)
+    write_video(tmp_path / "v.mp4", frames, fps=5)
+    mask = np.zeros((32, 48), np.uint8)
+    mask[8:20, 10:26] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    code = main(["propagate", str(tmp_path / "v.mp4"), "--mask", str(tmp_path / "m.png"),
+                 "--out", str(tmp_path / "out"), "--features", "lab", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and notes[0].startswith("corrflow: note: mask ") \
+        and "object 1" in notes[0], err
+    out, _ = read_mask(tmp_path / "out" / "00002.png")
+    assert set(np.unique(out)) <= {0, 1} and out.any()

@@ -5,7 +5,8 @@ from qtpy.QtCore import QTimer
 
 from corrflow_napari import propagation
 from corrflow_napari.model import load_model
-from corrflow_napari.propagation import PropagationSettings, propagate_labels
+from corrflow_napari.model.cache import LAB, get_model
+from corrflow_napari.propagation import PropagationSettings, propagate, propagate_labels
 
 from .helpers import add_clip, error_messages, n_records, propagate_widget, wait_done
 
@@ -53,28 +54,48 @@ def test_propagate_fills_every_frame_and_one_undo_restores(make_napari_viewer, q
     np.testing.assert_array_equal(labels.data, reference)
 
 
-def test_repropagate_from_current_frame_leaves_earlier_frames(make_napari_viewer, qtbot,
-                                                              small_clip):
+def correct(labels, t, y0=45):
+    """The user's correction of frame t: the object's lower part becomes object 2."""
+    yy, xx = np.nonzero(labels.data[t][y0:] == 1)
+    labels.data_setitem((np.full(yy.size, t), yy + y0, xx), 2)
+
+
+def test_repropagate_from_here_recomputes_only_what_the_correction_changes(
+        make_napari_viewer, qtbot, small_clip, monkeypatch):
+    """Keyframes 0 and 9; a correction on frame 5 changes frames 1..8 (both sides of it,
+    up to the neighbouring keyframes), exactly as the core computes them; frames 0 and
+    9..11 stay; the video's features are not encoded again."""
+    model = get_model(LAB, "cpu")                         # the instance the widget uses
+    encoded = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: encoded.append(1) or encode(x))
     viewer = make_napari_viewer()
     _, labels = add_clip(viewer, small_clip)
     w = propagate_widget(viewer)
     w.propagate()
     wait_done(qtbot, w)
-    k = 6
-    # the user corrects frame k: the bunny's lower half becomes object 2 (a history edit)
-    yy, xx = np.nonzero(labels.data[k][45:] == 1)
-    labels.data_setitem((np.full(yy.size, k), yy + 45, xx), 2)
-    qtbot.waitUntil(lambda: w.keyframes() == [0, k], timeout=5000)   # detected
+    assert len(encoded) == len(small_clip[0])             # each frame encoded once
+    correct(labels, 9)
+    qtbot.waitUntil(lambda: w.keyframes() == [0, 9], timeout=5000)
+    w.propagate()
+    wait_done(qtbot, w)
+    assert len(encoded) == len(small_clip[0])             # the second run: none again
+    k = 5
+    correct(labels, k)
+    qtbot.waitUntil(lambda: w.keyframes() == [0, k, 9], timeout=5000)
     before = labels.data.copy()
     viewer.dims.set_current_step(0, k)
     w.repropagate_btn.click()
     wait_done(qtbot, w)
-    assert w.last_status == "done"
-    np.testing.assert_array_equal(labels.data[:k + 1], before[:k + 1])   # < k and k itself
-    expected = propagate_labels(load_model("lab", device="cpu"), small_clip[0],
-                                {0: before[0], k: before[k]}, start=k, direction="forward")
-    np.testing.assert_array_equal(labels.data[k + 1:], expected[k + 1:])  # recomputed
-    assert not np.array_equal(labels.data[k + 1:], before[k + 1:])
+    assert w.last_status == "done", w.status.text()
+    assert (w.last_job.start, w.last_job.stop) == (1, 9)
+    np.testing.assert_array_equal(labels.data[[0, k, 9, 10, 11]], before[[0, k, 9, 10, 11]])
+    expected = propagate(load_model("lab", device="cpu"), small_clip[0],
+                         {t: before[t] for t in (0, k, 9)}, start=1, stop=9).labels
+    others = [1, 2, 3, 4, 6, 7, 8]
+    np.testing.assert_array_equal(labels.data[others], expected[others])
+    assert not np.array_equal(labels.data[others], before[others])   # both sides of k
+    assert len(encoded) == len(small_clip[0])             # no frame encoded again
     labels.undo()
     np.testing.assert_array_equal(labels.data, before)
 
@@ -172,13 +193,13 @@ def test_advanced_settings_reach_the_core(make_napari_viewer, qtbot, small_clip,
     assert not w.advanced.expanded                             # collapsed by default
     assert w.settings() == PropagationSettings()               # the CLI's defaults
     seen = []
-    core = propagation.propagate_labels
+    core = propagation.propagate
 
     def spy(*args, **kwargs):
         seen.append(kwargs["settings"])
         return core(*args, **kwargs)
 
-    monkeypatch.setattr(propagation, "propagate_labels", spy)
+    monkeypatch.setattr(propagation, "propagate", spy)
     w.advanced.set_value("n_recent", 5)
     w.advanced.set_value("topk", None)                         # "all matches"
     w.advanced.editor("scale").setValue(0.5)

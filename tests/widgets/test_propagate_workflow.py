@@ -4,8 +4,10 @@ import re
 
 import numpy as np
 from PIL import Image
+from qtpy.QtCore import QPoint, Qt
 
 from corrflow_napari.io import read_mask
+from corrflow_napari.model.cache import LAB
 from corrflow_napari.widgets.layer_arrays import current_frame
 
 from .helpers import add_clip, propagate_widget, wait_done
@@ -116,3 +118,77 @@ def test_export_labels_png_folder_and_tif(make_napari_viewer, qtbot, small_clip,
     np.testing.assert_array_equal(read_mask(tmp_path / "saved" / "00003.png")[0],
                                   labels.data[3])
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "saved.tif"), labels.data)
+
+
+def test_features_are_kept_per_video_and_dropped_when_they_cannot_serve(
+        make_napari_viewer, qtbot, small_clip):
+    viewer = make_napari_viewer()
+    image, labels = add_clip(viewer, small_clip)
+    w = propagate_widget(viewer)
+    w.end_spin.setValue(3)
+    w.propagate()
+    wait_done(qtbot, w)
+    first = w.features.cache
+    assert first is not None and len(first) > 0
+    w.propagate()
+    wait_done(qtbot, w)
+    assert w.features.cache is first                      # same video: kept
+    w.advanced.editor("scale").setValue(0.5)              # another working size
+    w.propagate()
+    wait_done(qtbot, w)
+    assert w.features.cache is not first and len(first) == 0   # the old one emptied
+    second = w.features.cache
+    image.data = image.data[:, ::-1].copy()               # new pixels in the layer
+    assert w.features.cache is None and len(second) == 0
+    w.propagate()
+    wait_done(qtbot, w)
+    third = w.features.cache
+    w.weights.add_file(__file__, select=True)             # other weights: a new cache
+    assert w.features.get(image, w.weights.value(), "cpu", w.settings())[0] is not third
+    w.features.get(image, LAB, "cpu", w.settings())
+    viewer.layers.remove(image)                           # the video is gone
+    assert w.features.cache is None
+
+
+def test_confidence_strip_and_go_to_least_confident_frame(make_napari_viewer, qtbot,
+                                                          small_clip):
+    viewer = make_napari_viewer()
+    _, labels = add_clip(viewer, small_clip)
+    w = propagate_widget(viewer)
+    assert not w.worst_btn.isEnabled()                    # nothing propagated yet
+    w.propagate()
+    wait_done(qtbot, w)
+    conf = w.confidence()
+    assert conf.shape == (len(labels.data),) and conf[0] == 1.0
+    assert np.isfinite(conf).all() and (conf[1:] < 1).all()
+    np.testing.assert_array_equal(w.strip.confidence, conf)
+    worst = 1 + int(np.argmin(conf[1:]))
+    viewer.dims.set_current_step(0, 0 if worst else 1)
+    assert w.worst_btn.isEnabled()
+    w.worst_btn.click()
+    assert current_frame(viewer, labels) == worst
+    assert w.strip.current == worst
+    # a corrected worst frame is a keyframe: the button then goes to the next worst
+    labels.data_setitem((np.array([worst]), np.array([5]), np.array([5])), 3)
+    qtbot.waitUntil(lambda: worst in w.keyframes(), timeout=5000)
+    second = int(np.argmin(np.where(np.isin(np.arange(len(conf)), [0, worst]), 2, conf)))
+    assert w.go_to_least_confident() == second != worst
+    qtbot.mouseClick(w.strip, Qt.MouseButton.LeftButton,
+                     pos=QPoint(int((3.5 / len(conf)) * w.strip.width()), 5))
+    assert current_frame(viewer, labels) == 3             # the strip shows frames too
+
+
+def test_three_docks_fit_a_1080_px_screen(make_napari_viewer):
+    """Propagate, Track and Fine-tune stacked in one dock area (as the Plugins menu adds
+    them) need less than 1080 px of height; ours stay short."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("corrflow-napari", "bigbuckbunny")
+    widgets = {}
+    for name in ("Propagate labels", "Track points", "Fine-tune model"):
+        _, widgets[name] = viewer.window.add_plugin_dock_widget("corrflow-napari", name)
+    window = viewer.window._qt_window
+    assert window.minimumSizeHint().height() <= 1080
+    assert widgets["Propagate labels"].minimumSizeHint().height() <= 320
+    assert widgets["Track points"].minimumSizeHint().height() <= 250
+    assert not widgets["Propagate labels"].advanced.expanded
+    assert not widgets["Track points"].advanced.expanded
