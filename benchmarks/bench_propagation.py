@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Propagation benchmark (issue 5): encoder vs whole propagation, attention memory,
-per-frame time against video length, peak RSS of a long run, training speed.
+"""Propagation benchmark (issues 5, 16): encoder vs whole propagation, attention memory,
+per-frame time against video length, peak RSS of a long run, training speed, and speed on
+real footage (section ``footage``, benchmarks/footage.py: 480p/720p/1080p end to end at
+the default working resolution, old vs new code path, one busy neighbour process, encoder
+GFLOP/s against the fp32 matmul peak, tracking s/frame, fine-tuning s/step).
 
     python benchmarks/bench_propagation.py            # full run (long: ~1500 frames)
     python benchmarks/bench_propagation.py --quick    # short variant
     python benchmarks/bench_propagation.py --device cuda
     python benchmarks/bench_propagation.py --json-only
+    python benchmarks/bench_propagation.py --skip ratio,scale,memory,lengths,train  # footage only
 
 Prints human-readable tables and, as its last line, one JSON object. The model is the
 paper's encoder (``CorrFlowModel(EncoderConfig())``, width 1.0) with random weights:
@@ -14,7 +18,8 @@ videos repeat its frames forwards/backwards and are decoded lazily, one frame at
 
 Memory figures come from fresh subprocesses: the increase of ``ru_maxrss`` (peak resident
 set) over the value measured just before the operation (inputs already allocated), or,
-on CUDA, ``torch.cuda.max_memory_allocated`` over the same span.
+on CUDA, ``torch.cuda.max_memory_allocated`` over the same span. ``--quick`` keeps
+every key of the full run (null where not measured).
 """
 from __future__ import annotations
 
@@ -36,8 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# isort: off
+import corrflow_napari  # noqa: E402,F401  (before torch: the package's OpenMP wait policy)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+# isort: on
 
 DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis2016-dev"
 LOG_JSON_ONLY = False
@@ -398,6 +406,19 @@ def child_train(davis: str, seq: str, which: str, steps: int, device: str,
             "steps_per_s": 1.0 / statistics.median(times)}
 
 
+# --------------------------------------------------------------------------- keys
+FULL_RUN_KEYS = (
+    "cpu_model", "encoder_s_per_frame", "propagate_s_per_frame", "propagate_total_s_per_frame",
+    "ratio", "ratio_runs", "encoder_cpu_s_per_frame", "propagate_cpu_s_per_frame",
+    "cpu_time_ratio", "decode_s_per_frame", "ratio_frames", "ratio_repeats",
+    "propagate_s_per_frame_scale_0.5", "bf16_encoder_s_per_frame", "bf16_propagate_s_per_frame",
+    "fp16_encoder_s_per_frame", "fp16_propagate_s_per_frame", "frames_per_s",
+    "full_attention_required_mb", "attention_peak_mb", "naive_attention_peak_mb",
+    "full_attention_peak_mb", "full_attention_note", "full_attention_fits",
+    "attention_vs_naive", "s_per_frame_by_length", "length_runs", "peak_rss_mb_1000",
+    "length_model", "train_steps_per_s", "train_runs", "train_note")
+
+
 # --------------------------------------------------------------------------- main
 def table(title: str, header: list[str], rows: list[list]) -> None:
     def fmt(x):
@@ -434,7 +455,7 @@ def main(argv=None) -> int:
     ap.add_argument("--force-train", action="store_true",
                     help="time corrflow_napari.training even if it is not committed")
     ap.add_argument("--skip", default="",
-                    help="comma list of: ratio,scale,memory,lengths,train,amp")
+                    help="comma list of: ratio,scale,memory,lengths,train,amp,footage")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_impl", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_len", type=int, default=None, help=argparse.SUPPRESS)
@@ -662,6 +683,11 @@ def main(argv=None) -> int:
             result["train_note"] = why
             log(f"\ntraining: not measured ({why})")
 
+    # ---- speed on real footage (issue 16): fresh child processes, shipped weights, CPU
+    import footage
+    result["footage"] = footage.section(quick, davis, seq, device, skip, log, table)
+    for key in FULL_RUN_KEYS:            # --quick keeps every key of the full run
+        result.setdefault(key, None)
     result["loadavg_end"] = list(os.getloadavg())
     result["wall_s"] = time.perf_counter() - started
     log(f"\nload average (1, 5, 15 min) at start {result['loadavg_start']}, at end "
