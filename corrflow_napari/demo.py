@@ -118,7 +118,11 @@ def open_viewer(out: Path | None = None, show: bool = True):
     return viewer, docks
 
 
-def fit_while_laying_out(viewer, seconds: float = 3.0) -> None:
+#: seconds the window, the docks and the canvas take to settle after opening
+SETTLE_S = 3.0
+
+
+def fit_while_laying_out(viewer, seconds: float = SETTLE_S) -> None:
     """Fit the frame to the canvas now and at every canvas resize of the next ``seconds``:
     the window system and the docks settle the canvas size asynchronously."""
     from qtpy.QtCore import QTimer
@@ -143,6 +147,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--no-viewer", action="store_true", help="do not open napari")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
+    p.add_argument("--screenshot", default=None, metavar="PNG",
+                   help="save the window to PNG once it has settled, then close it")
     args = p.parse_args(argv)
     try:
         run_headless(Path(args.out), device=args.device)
@@ -156,11 +162,27 @@ def main(argv=None) -> int:
               "above are the demo.")
         return 0
     import napari
-    open_viewer(Path(args.out))
+    viewer, _ = open_viewer(Path(args.out))
+    if args.screenshot:
+        from qtpy.QtCore import QTimer
+        QTimer.singleShot(int(SETTLE_S * 1000) + 500,
+                          lambda: save_window(viewer, args.screenshot, close=True))
     print("napari is open with the sample and the propagated labels on frame 0: scrub, "
           "repaint a frame, Re-propagate; close the window to finish.")
     napari.run()
     return 0
+
+
+def save_window(viewer, path, close: bool = False) -> Path:
+    """Save the whole napari window (docks included) as a PNG."""
+    from imageio.v3 import imwrite
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imwrite(path, viewer.screenshot(canvas_only=False, flash=False))
+    print(f"wrote {path}")
+    if close:
+        viewer.close()
+    return path
 
 
 if __name__ == "__main__":

@@ -119,16 +119,19 @@ class WidgetRun:
     what: words for errors ("propagation"); title: the progress bar's text; status: the
     widget's status QLabel; busy_text: notification when a run is already going;
     cancel_text: status text while cancelling; progress_label/unit: optional label for
-    :func:`progress_text`; finished(status): called after ``show``.
+    :func:`progress_text`; summary(done, seconds): its text once the run has ended
+    (default :func:`summary_text`); finished(status): called after ``show``.
     """
 
     def __init__(self, widget, *, what: str, title: str, run_buttons, cancel_button, status,
                  busy_text: str, cancel_text: str | None = None, progress_label=None,
-                 unit: str = "frame", finished: Callable[[str], None] | None = None):
+                 unit: str = "frame", finished: Callable[[str], None] | None = None,
+                 summary: Callable[[int, float], str] | None = None):
         self.what, self.title, self.status = what, title, status
         self.run_buttons, self.cancel_button = list(run_buttons), cancel_button
         self.busy_text, self.cancel_text = busy_text, cancel_text
         self.progress_label, self.unit, self._finished = progress_label, unit, finished
+        self._summary = summary or (lambda done, seconds: summary_text(done, seconds, unit))
         self.last_status: str | None = None
         self.task: Task | None = None
         self.pbar = None
@@ -216,7 +219,7 @@ class WidgetRun:
             self.progress_label.setText(
                 progress_text(int(done), int(total or 0), self._rate(int(done)), self.unit)
                 if self._seconds is None      # a report may arrive after the run returned
-                else summary_text(self._done, self._seconds, self.unit))
+                else self._summary(self._done, self._seconds))
         pbar = self.pbar
         if pbar is not None and total is not None:
             if pbar.total != total:
@@ -244,7 +247,7 @@ class WidgetRun:
         self._close_pbar()
         self._seconds = time.perf_counter() - self._started
         if self.progress_label is not None and not self._closed:
-            self.progress_label.setText(summary_text(self._done, self._seconds, self.unit))
+            self.progress_label.setText(self._summary(self._done, self._seconds))
         self._guard(self._show, outcome)
         if outcome.status == "error":
             self._report(outcome.message, outcome.note)

@@ -1,6 +1,7 @@
-"""A one-row plot of the per-frame confidence of a propagation (red: unsure, green: sure,
-grey: not computed, white tick: keyframe), with the frame shown marked; clicking a frame
-asks to show it. :func:`least_confident` picks the frame to check first."""
+"""A one-row plot of the per-frame confidence of a propagation (red: unsure, 0.5 and
+below; yellow: 0.75; green: sure; grey: not computed; white tick: keyframe), with the
+frame shown marked; clicking a frame asks to show it. :func:`least_confident` picks
+the frame to check first."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,13 +39,14 @@ def _x(event) -> float:
 
 
 def confidence_colour(c: float) -> QColor:
-    """Red (0) through yellow (0.5) to green (1); grey for NaN."""
+    """Red up to 0.5, through yellow (0.75) to green (1); grey for NaN. The upper half is
+    spread out because propagated frames score mostly above 0.5."""
     if not np.isfinite(c):
         return QColor(90, 90, 90)
-    c = float(min(max(c, 0.0), 1.0))
-    if c < 0.5:
-        return QColor(230, int(60 + 340 * c), 50)
-    return QColor(int(230 - 400 * (c - 0.5)), 230, 60)
+    u = float(min(max((c - 0.5) / 0.5, 0.0), 1.0))
+    if u < 0.5:
+        return QColor(230, int(50 + 360 * u), 50)
+    return QColor(int(230 - 400 * (u - 0.5)), 230, 50)
 
 
 class ConfidenceStrip(QWidget):

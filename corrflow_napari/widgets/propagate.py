@@ -30,7 +30,7 @@ from ..model.cache import describe_weights, get_model
 from ..propagation import PropagationSettings, affected_range
 from ._dock import compact_body, hbox, reconnect
 from ._pickers import FrameRange, LayerCombo, WeightsBox, device_combo
-from ._run import Outcome, RunsInBackground, WidgetRun
+from ._run import Outcome, RunsInBackground, WidgetRun, duration_text
 from ._settings_form import SettingsForm
 from .confidence_strip import (
     CONFIDENCE_KEY,
@@ -120,6 +120,7 @@ class PropagateWidget(RunsInBackground, QWidget):
         self.export_btn.setToolTip("save the Labels layer as a folder of indexed PNGs "
                                    "(00000.png ..., as the command line writes) or a tif")
         self.strip = ConfidenceStrip()
+        self.strip_label = QLabel("Confidence")
         self.worst_btn = QPushButton("Go to least confident")
         self.worst_btn.setToolTip("show the least confident frame that is not a keyframe: "
                                   "the first to check and repaint")
@@ -140,7 +141,8 @@ class PropagateWidget(RunsInBackground, QWidget):
         fixed = (self.follow, self.worst_btn)
         lay.addLayout(hbox(self.propagate_btn, self.repropagate_btn))
         lay.addLayout(hbox(self.cancel_btn, self.follow, self.export_btn, fixed=fixed))
-        lay.addLayout(hbox(self.strip, self.worst_btn, fixed=fixed))
+        lay.addLayout(hbox(self.strip_label, self.strip, self.worst_btn,
+                           fixed=fixed + (self.strip_label,)))
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addStretch(1)
@@ -151,7 +153,10 @@ class PropagateWidget(RunsInBackground, QWidget):
             cancel_button=self.cancel_btn, status=self.status,
             busy_text="Propagation is already running; cancel it first.",
             cancel_text="Cancelling… (stops after the current frame)",
-            progress_label=self.progress, finished=self.run_finished.emit)
+            progress_label=self.progress, finished=self.run_finished.emit,
+            summary=lambda _, seconds: (f"{self._written} frames written in "
+                                        f"{duration_text(seconds)}"))
+        self._written = 0
         self._detect_timer = QTimer(self)
         self._detect_timer.setSingleShot(True)
         self._detect_timer.setInterval(250)
@@ -354,6 +359,7 @@ class PropagateWidget(RunsInBackground, QWidget):
         job = PropagationJob(frames, masks, start, stop, direction, weights, device,
                              settings, cache, video_key)
         self._edit = LabelsEdit(labels, masks, on_refused=self._refuse_paint)
+        self._written = 0
         self.last_job, self.last_weights = job, job.weights
         self.status.setText(f"Propagating frames {job.start}..{job.stop - 1} "
                             f"({job.direction}) with the {describe_weights(job.weights)}…")
@@ -365,6 +371,7 @@ class PropagateWidget(RunsInBackground, QWidget):
         edit = self._edit
         if edit is None or not edit.write(t, lab):     # keyframes are never overwritten
             return
+        self._written += 1
         try:
             if self.follow.isChecked() and current_frame(self.viewer, edit.layer) != t:
                 show_frame(self.viewer, edit.layer, t)    # slicing shows the new frame

@@ -76,7 +76,7 @@ def test_progress_text_and_follow(make_napari_viewer, qtbot, small_clip):
     texts = [text for *_, text, _ in seen]
     assert sum(bool(pattern.fullmatch(s)) for s in texts) >= n - 3, texts
     assert {total for *_, total in seen} == {n - 1}              # napari's progress bar
-    summary = re.compile(rf"{n - 1} frames in \d+ s")
+    summary = re.compile(rf"{n - 1} frames written in \d+ s")
     qtbot.waitUntil(lambda: bool(summary.fullmatch(w.progress.text())), timeout=2000)
     w.follow.setChecked(False)                                   # off: the view stays
     viewer.dims.set_current_step(0, 3)
