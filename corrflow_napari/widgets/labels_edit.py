@@ -5,7 +5,8 @@ propagated ones afterwards. Qt-free (napari layer API only; no viewer needed).
 being painted meanwhile (:class:`PaintLock`) and records the whole run as ONE undo step,
 after every earlier step; it remembers a fingerprint of each frame it wrote in
 ``layer.metadata`` so that :func:`detect_keyframes` does not take a propagated frame for
-one the user painted (:func:`mark_written` does the same for labels loaded from disk).
+one the user painted (:func:`mark_written` does the same for labels loaded from disk);
+:func:`parse_keyframes` reads a typed keyframe list.
 """
 from __future__ import annotations
 
