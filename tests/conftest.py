@@ -1,7 +1,11 @@
 """Shared fixtures (kept small). napari's ``make_napari_viewer`` comes from napari's own
 pytest plugin; pytest-xvfb provides the display."""
-import numpy as np
-import pytest
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as the package does, before torch loads
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
