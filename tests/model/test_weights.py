@@ -53,7 +53,7 @@ def test_frame_bn_normalises_each_frame_by_itself_and_keeps_running_stats():
     model.inference = replace(model.inference, frame_bn=True)
     both = model.encode(frames)
     alone = torch.cat([model.encode(frames[i:i + 1]) for i in range(2)])
-    torch.testing.assert_close(both, alone)       # a frame's features ignore the others
+    torch.testing.assert_close(both, alone, atol=1e-4, rtol=1e-4)   # a frame ignores the others
     assert (both - stored).abs().max() > 1e-2     # and differ from running statistics
     for k, v in model.state_dict().items():       # nothing was updated
         torch.testing.assert_close(v, before[k])
