@@ -14,9 +14,10 @@ What it does, as the Propagate widget and ``corrflow eval-interactive`` do:
    cache (features and unchanged chains reused; the new chains from k run the attention);
 3. with ``--no-cache``: the same re-run without a cache (every frame encoded again: the
    behaviour before the cache), for reference.
-A 2-frame warm-up run (its own cache) comes first, untimed. Prints the seconds of each, the ratio re-run / first run (target <= 0.3) and, as its last
-line, one JSON object. Without the DAVIS folder the bundled sample clip is used (the
-"correction" is then the first run's own mask of frame k: the timing is the same).
+A 2-frame warm-up run (its own cache) comes first, untimed. Prints the seconds of each,
+the ratio re-run / first run (target <= 0.3) and, as its last line, one JSON object.
+Without the DAVIS folder the bundled sample clip is used (the "correction" is then the
+first run's own mask of frame k: the timing is the same).
 """
 from __future__ import annotations
 
