@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(p, skip=("fusion",))
 
     add_train_arguments(command("train", "self-supervised training on unlabelled video"))
-    add_finetune_arguments(command("finetune", "self-supervised fine-tuning on one clip"))
+    add_finetune_arguments(command("finetune", "fine-tune the weights on one clip (its "
+                                               "colours, and painted masks with --mask)"))
     return parser
 
 

@@ -15,8 +15,8 @@ from .errors import InputError
 #: what the first Ctrl+C does (printed when it arrives)
 TRAIN_INTERRUPT = ("interrupt: saving a checkpoint at the end of this step "
                    "(Ctrl+C again to abort without saving)")
-FINETUNE_INTERRUPT = ("interrupt: saving the best weights so far at the end of this step "
-                      "(Ctrl+C again to abort)")
+FINETUNE_INTERRUPT = ("interrupt: stopping after this step; the best weights so far are "
+                      "checked and saved (Ctrl+C again to abort)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -102,7 +102,15 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--out", "-o", required=True, help="fine-tuned checkpoint to write (.pt)")
     parser.add_argument("--iters", type=int, default=None,
                         help=f"steps (default {TrainConfig.finetune().iters} unless --minutes)")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-time limit")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-time limit, the held-out check included")
+    parser.add_argument("--mask", action="append", default=None,
+                        help="a painted keyframe (indexed PNG, 0 = background) to learn "
+                             "from; repeat for several keyframes (default: colours only)")
+    parser.add_argument("--mask-frame", action="append", type=int, default=None,
+                        help="frame of each --mask (default 0); repeat in the same order")
+    parser.add_argument("--no-check", dest="no_check", action="store_true",
+                        help="keep the fine-tuned weights without the held-out check")
     parser.add_argument("--weights", default=None,
                         help="checkpoint to start from (default: the shipped weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -110,10 +118,12 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 
 def cmd_finetune(args: argparse.Namespace, cancel: threading.Event | None = None) -> int:
-    """``corrflow finetune``: fine-tune the weights on one video and write ``--out``
-    (bad input raises InputError). When ``cancel`` is set the best weights so far are
-    kept."""
+    """``corrflow finetune``: fine-tune the weights on one video (with ``--mask``: also
+    on the painted keyframes) and write ``--out`` (bad input raises InputError); says
+    whether the held-out check kept the fine-tuned or the starting weights. When
+    ``cancel`` is set the run stops after the current step and is checked as usual."""
     from .io import open_video
+    from .io.masks import read_keyframe_masks
     from .model import load_model
     from .training import check_out_path, finetune
     if args.weights is not None and str(args.weights).lower() == "lab":
@@ -125,12 +135,23 @@ def cmd_finetune(args: argparse.Namespace, cancel: threading.Event | None = None
     model = load_model(args.weights, device=args.device)
     check_out_path(Path(args.out), getattr(model, "weights_path", None), args.weights)
     video = open_video(args.video)
+    keyframes = None
+    if args.mask:
+        keyframes, _ = read_keyframe_masks(args.mask, args.mask_frame, len(video),
+                                           video.shape[1:3], args.video)
+    elif args.mask_frame:
+        raise InputError("--mask-frame given without --mask; give the mask of each frame.")
     res = finetune(model, video, iters=args.iters, minutes=args.minutes,
                    progress=ProgressBar("fine-tune", unit="step"), cancel=cancel,
-                   out=args.out, log=say)
+                   out=args.out, log=say, keyframes=keyframes,
+                   check=not getattr(args, "no_check", False))
+    learned = (f"colours and the masks of frame(s) {', '.join(map(str, res.labelled))}"
+               if res.labelled else "colours only")
+    rate = f", {res.seconds_per_step:.2f} s/step" if res.seconds_per_step else ""
     if res.path is None:
-        say(f"fine-tuned {res.steps} steps; nothing saved")
-    else:
-        say(f"fine-tuned {res.steps} steps (best mean loss {res.best_loss:.4f}); "
-            f"saved {args.out} - use it with --weights {args.out}")
+        say(f"fine-tuned {res.steps} steps ({learned}); nothing saved")
+        return 0
+    say(f"fine-tuned {res.steps} steps ({learned}{rate}); {res.summary()}")
+    what = "the starting weights, unchanged," if res.kept_start else "the fine-tuned weights"
+    say(f"saved {what} to {args.out} - use it with --weights {args.out}")
     return 0

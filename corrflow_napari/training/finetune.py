@@ -1,5 +1,11 @@
-"""Fine-tuning a copy of trained weights on the user's own clip with the training
-objective: :func:`finetune` returns a :class:`FinetuneResult`."""
+"""Fine-tuning a copy of trained weights on the user's own clip: :func:`finetune` returns
+a :class:`FinetuneResult`.
+
+The objective is the paper's colour reconstruction on the clip plus, when the user has
+painted keyframes, the label term (:mod:`.label_objective`). A held-out check
+(:mod:`.finetune_check`) is measured before and after; when it does not improve, the
+starting weights are kept and the result says so (``kept_start``).
+"""
 from __future__ import annotations
 
 import copy
@@ -17,20 +23,31 @@ from ..errors import InputError
 from ..model.checkpoint import save_checkpoint
 from ..model.features import CorrFlowModel
 from .config import TrainConfig, p_at
-from .data import ClipSampler, fit_centroids, step_rngs
+from .data import ClipSampler, fit_centroids, interval_for, step_rngs
+from .finetune_check import ColourRoundTrip, MaskRoundTrip
+from .label_objective import KeyframeSet, LabelTerm, label_loss
 from .loop import _noop, check_out_path
 from .objective import make_optimizer, train_step
+
+HELD_OUT_FRACTION = 0.1    # without labels: the end of the video left out for the check
 
 
 @dataclass
 class FinetuneResult:
     """What a fine-tuning run ended with.
 
-    model: the fine-tuned copy (best weights, eval mode; ``model.weights_path`` is the
-        saved file or None). steps: optimisation steps run. losses: the loss of every
-        step. best_loss: the lowest running-mean loss (inf when no step ran).
+    model: the weights to use (eval mode; ``model.weights_path`` is the saved file or
+        None): the fine-tuned copy, or a copy of the starting weights when ``kept_start``.
+    steps: optimisation steps run. losses: the loss of every step. best_loss: the lowest
+        running-mean loss (inf when no step ran).
     stopped: why it ended: "iters" (all steps done), "minutes" (wall-time limit) or
         "cancelled". path: the checkpoint written (resolved), or None.
+    check: what the held-out check measures ("" when there was none); check_before /
+        check_after: its score (0..1, higher is better) for the starting and the
+        fine-tuned weights; kept_start: True when the check did not improve, so the
+        starting weights were kept (and saved to ``path``).
+    labelled: the keyframes the label term used (sorted frame indices; [] = colour only).
+    seconds_per_step: the measured mean time of one step (None when no step ran).
     """
 
     model: CorrFlowModel
@@ -39,6 +56,53 @@ class FinetuneResult:
     best_loss: float = math.inf
     stopped: str = "iters"
     path: Path | None = None
+    check: str = ""
+    check_before: float | None = None
+    check_after: float | None = None
+    kept_start: bool = False
+    labelled: list = field(default_factory=list)
+    seconds_per_step: float | None = None
+
+    def summary(self) -> str:
+        """One line for the user: what was kept and why."""
+        if self.check_before is None:
+            return "no held-out check (the video is too short); kept the fine-tuned weights"
+        scores = f"{self.check_before:.3f} -> {self.check_after:.3f}"
+        if self.kept_start:
+            return (f"the held-out check did not improve ({scores}): kept the starting "
+                    "weights")
+        return f"the held-out check improved ({scores}): kept the fine-tuned weights"
+
+
+class _Head:
+    """The first ``n`` frames of a video (the rest is held out of training)."""
+
+    def __init__(self, video, n: int):
+        self.video, self.n = video, n
+        self.fps = getattr(video, "fps", None)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, t):
+        if not 0 <= t < self.n:
+            raise IndexError(t)
+        return self.video[t]
+
+
+def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
+    """(colour clip sampler, KeyframeSet or None, held-out check or None)."""
+    n = len(frames)
+    step = min(interval_for(getattr(frames, "fps", None), config), max(1, (n - 1) // 2))
+    if keyframes:
+        check = MaskRoundTrip(frames, keyframes, step)
+        kset = KeyframeSet(frames, keyframes, term, held_out=check.frames_used)
+        return ClipSampler([frames], config), kset, check or None
+    hold = max(3, math.ceil(HELD_OUT_FRACTION * n))
+    if n - hold >= 3:
+        check = ColourRoundTrip(frames, list(range(n - hold, n)), step)
+        return ClipSampler([_Head(frames, n - hold)], config), None, check or None
+    return ClipSampler([frames], config), None, None
 
 
 def finetune(model: CorrFlowModel, frames, iters: int | None = None,
@@ -46,26 +110,34 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
              progress: Callable[[int, int | None, float], None] | None = None,
              cancel: threading.Event | None = None, out=None,
              config: TrainConfig | None = None,
-             log: Callable[[str], None] | None = None) -> FinetuneResult:
-    """Fine-tune a COPY of ``model`` on one video with the training objective.
+             log: Callable[[str], None] | None = None,
+             keyframes: dict | None = None, label_term: LabelTerm | None = None,
+             check: bool = True) -> FinetuneResult:
+    """Fine-tune a COPY of ``model`` on one video.
 
     frames: a Video or a (T, H, W, 3) uint8 array (the user's clip).
-    Stops after ``iters`` steps, after ``minutes`` of wall time, or when ``cancel`` is set
-    (whichever comes first; neither given: ``config.iters``). The result's model is the
-    copy with the weights of lowest running-mean loss (window ``config.mean_window``), in
-    eval mode on ``model``'s device. The original model (and its file) is never modified.
+    keyframes: {t: (H, W) object ids} the user painted; they add the label term
+        (``label_term``: its settings). Without them: colour reconstruction only.
+    Stops after ``iters`` steps, after ``minutes`` of wall time (the held-out check
+    included), or when ``cancel`` is set (whichever comes first; neither given:
+    ``config.iters``). The fine-tuned copy holds the weights of lowest running-mean loss
+    (window ``config.mean_window``). With ``check`` the held-out check is measured
+    before and after (:mod:`.finetune_check`): when it does not improve, the result is a
+    copy of the starting weights (``kept_start``). The result's model is in eval mode
+    on ``model``'s device; the original model (and its file) is never modified.
     With ``out`` the best weights are saved there atomically after an improvement (at
-    most every 10 s, and at the end), so a crash leaves the last good checkpoint; ``out``
-    may not be the shipped weights or the file ``model`` was loaded from
-    (``model.weights_path``).
+    most every 10 s) and the kept weights at the end, so a crash leaves the last good
+    checkpoint; ``out`` may not be the shipped weights or the file ``model`` was loaded
+    from (``model.weights_path``).
     progress(step, total, loss): total is None when only ``minutes`` bounds the run.
-    Defaults: :meth:`TrainConfig.finetune` (measurements behind them:
-    docs/measurements-training.md).
+    Defaults: :meth:`TrainConfig.finetune`, :class:`LabelTerm` (measurements behind
+    them: docs/measurements-training.md).
     """
     if not isinstance(model, CorrFlowModel):
         raise InputError("only CorrFlow weights can be fine-tuned (not the Lab baseline).")
     log = log or _noop
-    config = config or TrainConfig.finetune()
+    config = config or TrainConfig.finetune(labels=bool(keyframes))
+    term = label_term or LabelTerm()
     if model.inference.frame_bn and config.frozen_bn:
         # the model normalises each frame with its own statistics at inference: train with
         # the batch's statistics too, not with the stored running ones
@@ -80,35 +152,44 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     if out is not None:
         out = Path(out)
         check_out_path(out, source)
+    t_start = time.perf_counter()
     dev = model.device
     ft = copy.deepcopy(model).to(dev)
     ft.weights_path = None
     for p in ft.parameters():
         p.requires_grad_(True)
-    sampler = ClipSampler([frames], config, log=log)
+    sampler, kset, held_out = _plan(frames, keyframes, config, term)
+    held_out = held_out if check else None
+    n_colour = config.batch if kset is None or term.colour_batch is None else term.colour_batch
     if not bool(ft.centroids.abs().sum() > 0):
         ft.centroids.copy_(fit_centroids(sampler, config, ft.centroids.shape[0]).to(dev))
+    start_state = _encoder_state(ft)
+    before = None
+    if held_out is not None:
+        ft.eval()
+        before = held_out.score(ft)
+        log(f"held-out check before fine-tuning: {before:.4f} ({held_out.name})")
+    t_check = time.perf_counter() - t_start     # the check after costs about as much
     optimizer = make_optimizer(ft, config)
     losses: list[float] = []
     recent: deque = deque(maxlen=max(1, config.mean_window))
     best_state, best_mean, dirty, last_save = None, math.inf, False, -math.inf
-    t_start = time.perf_counter()
-    deadline = t_start + minutes * 60 if minutes is not None else math.inf
+    t_loop = time.perf_counter()
+    deadline = t_start + minutes * 60 - t_check if minutes is not None else math.inf
     step, cancelled = 0, False
 
-    def encoder_state() -> dict:
-        return {k: v.detach().clone() for k, v in ft.encoder.state_dict().items()}
-
-    def write():
+    def write(state: dict, **meta):
         nonlocal dirty, last_save
-        if out is not None and best_state is not None:
-            keep = encoder_state()
-            ft.encoder.load_state_dict(best_state)
+        if out is not None and state is not None:
+            keep = _encoder_state(ft)
+            ft.encoder.load_state_dict(state)
             save_checkpoint(out, ft, step=step, train_config=config.to_dict(),
-                            finetuned_from=str(source) if source else None,
-                            loss_mean=best_mean)
+                            finetuned_from=str(source) if source else None, **meta)
             ft.encoder.load_state_dict(keep)
             dirty, last_save = False, time.perf_counter()
+
+    def labels():
+        return label_loss(ft, kset, np_rng, gen)
 
     try:
         while (iters is None or step < iters) and time.perf_counter() < deadline:
@@ -119,10 +200,11 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
             if iters is not None:
                 frac = step / max(1, iters - 1)
             else:
-                frac = (time.perf_counter() - t_start) / max(deadline - t_start, 1e-9)
-            clip = sampler.sample(config.batch, np_rng).to(dev)
+                frac = (time.perf_counter() - t_loop) / max(deadline - t_loop, 1e-9)
+            clip = sampler.sample(n_colour, np_rng).to(dev) if n_colour else None
             parts = train_step(ft, optimizer, clip, config, step, gen,
-                               p_gt=p_at(step, config, frac), lr=config.lr)
+                               p_gt=p_at(step, config, frac), lr=config.lr,
+                               extra_loss=labels if kset is not None else None)
             step += 1
             losses.append(parts["loss"])
             recent.append(parts["loss"])
@@ -131,9 +213,9 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
                 m = float(np.mean(recent))
                 if m < best_mean:
                     best_mean, dirty = m, True
-                    best_state = encoder_state()
+                    best_state = _encoder_state(ft)
                     if time.perf_counter() - last_save >= 10:
-                        write()
+                        write(best_state, loss_mean=best_mean)
             if progress is not None:
                 progress(step, iters, parts["loss"])
             if step % max(1, config.log_every) == 0:
@@ -141,20 +223,38 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
                     f"loss {parts['loss']:.4f} mean {np.mean(recent):.4f} best {best_mean:.4f}")
     except BaseException:
         if dirty:          # keep the last good (best) weights on disk, then re-raise
-            write()
+            write(best_state, loss_mean=best_mean)
         raise
+    per_step = (time.perf_counter() - t_loop) / step if step else None
     if best_state is None and step > 0:   # stopped before one full window
         best_mean = float(np.mean(recent))
-        best_state = encoder_state()
-        dirty = True
-    if dirty:
-        write()
+        best_state = _encoder_state(ft)
+    after, kept_start = None, False
     if best_state is not None:
         ft.encoder.load_state_dict(best_state)
+        if held_out is not None:
+            ft.eval()
+            after = held_out.score(ft)
+            kept_start = not after > before
+            log(f"held-out check after fine-tuning: {after:.4f}")
+    if kept_start:
+        ft.encoder.load_state_dict(start_state)
+    if best_state is not None:
+        write(start_state if kept_start else best_state, loss_mean=best_mean,
+              finetune_check={"check": held_out.name if held_out else "",
+                              "before": before, "after": after, "kept_start": kept_start})
     ft.eval()
     for p in ft.parameters():
         p.requires_grad_(False)
     ft.weights_path = Path(out).resolve() if out is not None and best_state is not None else None
     stopped = ("cancelled" if cancelled else
                "iters" if iters is not None and step >= iters else "minutes")
-    return FinetuneResult(ft, step, losses, best_mean, stopped, ft.weights_path)
+    return FinetuneResult(ft, step, losses, best_mean, stopped, ft.weights_path,
+                          check=held_out.name if held_out else "", check_before=before,
+                          check_after=after, kept_start=kept_start,
+                          labelled=list(kset.times) if kset is not None else [],
+                          seconds_per_step=per_step)
+
+
+def _encoder_state(model: CorrFlowModel) -> dict:
+    return {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}

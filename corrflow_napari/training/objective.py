@@ -22,6 +22,8 @@ Every frame is encoded once per step and its features are reused by all paths.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,13 +128,16 @@ def set_bn_frozen(module: nn.Module, frozen: bool = True) -> None:
             m.train(not frozen and module.training)
 
 
-def train_step(model: CorrFlowModel, optimizer: torch.optim.Optimizer, clip: torch.Tensor,
-               config: TrainConfig, step: int, generator: torch.Generator | None = None,
-               encoder: nn.Module | None = None, p_gt: float | None = None,
-               lr: float | None = None) -> dict:
+def train_step(model: CorrFlowModel, optimizer: torch.optim.Optimizer,
+               clip: torch.Tensor | None, config: TrainConfig, step: int,
+               generator: torch.Generator | None = None, encoder: nn.Module | None = None,
+               p_gt: float | None = None, lr: float | None = None,
+               extra_loss: Callable[[], tuple[torch.Tensor, dict]] | None = None) -> dict:
     """One optimisation step at 0-based ``step`` (lr and p follow their schedules unless
     given). ``encoder`` is the module to call (the DDP wrapper under torchrun); defaults to
-    ``model.encoder``. Returns the loss parts plus ``lr`` and ``p_gt``."""
+    ``model.encoder``. ``extra_loss()`` -> (loss, parts): a further term added to the
+    colour objective (fine-tuning's label term); with ``clip`` None it is the whole loss.
+    Returns the loss parts plus ``lr`` and ``p_gt``."""
     encoder = encoder if encoder is not None else model.encoder
     lr = lr_at(step, config) if lr is None else lr
     p_gt = p_at(step, config) if p_gt is None else p_gt
@@ -142,7 +147,12 @@ def train_step(model: CorrFlowModel, optimizer: torch.optim.Optimizer, clip: tor
     if config.frozen_bn:
         set_bn_frozen(model)
     optimizer.zero_grad(set_to_none=True)
-    loss, parts = clip_loss(encoder, clip, model.centroids, config, p_gt, generator)
+    loss, parts = (clip_loss(encoder, clip, model.centroids, config, p_gt, generator)
+                   if clip is not None else (0.0, {}))
+    if extra_loss is not None:
+        extra, extra_parts = extra_loss()
+        loss = loss + extra
+        parts.update(extra_parts, loss=float(loss.detach()))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {float(loss)} at step {step}")
     loss.backward()

@@ -60,6 +60,10 @@ def test_train_flags_map_to_config():
     b = q.parse_args(["clip.mp4", "--out", "f.pt", "--minutes", "2", "--weights", "w.pt"])
     assert (b.video, b.out, b.minutes, b.weights, b.iters, b.device) == (
         "clip.mp4", "f.pt", 2.0, "w.pt", None, "auto")
+    assert (b.mask, b.mask_frame, b.no_check) == (None, None, False)
+    b = q.parse_args(["c.mp4", "--out", "f.pt", "--mask", "a.png", "--mask-frame", "3",
+                      "--mask", "b.png", "--mask-frame", "-1", "--no-check"])
+    assert (b.mask, b.mask_frame, b.no_check) == (["a.png", "b.png"], [3, -1], True)
 
 
 def test_train_then_finetune_frame_folder(tmp_path, capsys, frame_folder):
@@ -80,7 +84,8 @@ def test_train_then_finetune_frame_folder(tmp_path, capsys, frame_folder):
                  *tiny]) == 0
     assert read_checkpoint(ft)["finetuned_from"] == str(trained.resolve())
     err = capsys.readouterr().err
-    assert "fine-tune 2/2" in err and f"saved {ft}" in err
+    assert "fine-tune 2/2" in err and f"to {ft} - use it with --weights" in err
+    assert "held-out check" in err and "colours only" in err
 
 
 def test_cancelled_train_saves_its_checkpoint(tmp_path, capsys, frame_folder):
@@ -94,3 +99,70 @@ def test_cancelled_train_saves_its_checkpoint(tmp_path, capsys, frame_folder):
     assert cmd_train(args, cancel) == 0
     assert read_checkpoint(out)["step"] == 0
     assert "--resume" in capsys.readouterr().err
+
+
+def _write_mask(path, hw, box):
+    from corrflow_napari.io import write_indexed_png
+    m = np.zeros(hw, np.uint8)
+    m[box] = 1
+    write_indexed_png(path, m)
+    return m
+
+
+def test_finetune_masks_reach_finetune(tmp_path, capsys, frame_folder, monkeypatch):
+    """--mask/--mask-frame are read as propagate reads them and reach finetune()."""
+    import corrflow_napari.training as training
+    from corrflow_napari.training import FinetuneResult
+    seen = {}
+
+    def fake(model, video, **kw):
+        seen.update(kw, n=len(video))
+        return FinetuneResult(model, 1, [1.0], 1.0, "iters", tmp_path / "ft.pt",
+                              check="x", check_before=0.5, check_after=0.4, kept_start=True,
+                              labelled=sorted(kw["keyframes"]), seconds_per_step=0.5)
+
+    monkeypatch.setattr(training, "finetune", fake)
+    a = _write_mask(tmp_path / "a.png", (48, 56), np.s_[5:20, 5:20])
+    b = _write_mask(tmp_path / "b.png", (48, 56), np.s_[10:30, 20:40])
+    ft = tmp_path / "ft.pt"
+    assert main(["finetune", str(frame_folder), "--out", str(ft), "--device", "cpu",
+                 "--mask", str(tmp_path / "a.png"), "--mask-frame", "3",
+                 "--mask", str(tmp_path / "b.png"), "--mask-frame", "-1"]) == 0
+    assert sorted(seen["keyframes"]) == [3, 5] and seen["n"] == 6 and seen["check"]
+    assert np.array_equal(seen["keyframes"][3], a) and np.array_equal(seen["keyframes"][5], b)
+    err = capsys.readouterr().err
+    assert "masks of frame(s) 3, 5" in err and "did not improve (0.500 -> 0.400)" in err
+    assert "saved the starting weights, unchanged," in err
+    assert main(["finetune", str(frame_folder), "--out", str(ft), "--device", "cpu",
+                 "--mask", str(tmp_path / "a.png"), "--no-check"]) == 0
+    assert sorted(seen["keyframes"]) == [0] and seen["check"] is False
+    capsys.readouterr()
+    # the same checks as propagate's: one line, exit 2
+    bad = [["--mask-frame", "2"],                                   # no --mask
+           ["--mask", str(tmp_path / "a.png"), "--mask-frame", "9"],  # out of range
+           ["--mask", str(tmp_path / "a.png"), "--mask", str(tmp_path / "b.png")],
+           ["--mask", str(tmp_path / "missing.png")]]
+    for extra in bad:
+        assert main(["finetune", str(frame_folder), "--out", str(ft), "--device", "cpu",
+                     *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("corrflow: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_finetune_with_a_mask_end_to_end(tmp_path, capsys, frame_folder):
+    from corrflow_napari.model import save_checkpoint
+    from corrflow_napari.model.encoder import EncoderConfig
+    from corrflow_napari.model.features import CorrFlowModel
+    start = tmp_path / "start.pt"
+    torch.manual_seed(0)
+    model = CorrFlowModel(EncoderConfig(width=0.25))
+    model.centroids.copy_(torch.linspace(-40, 40, 32).view(16, 2))
+    save_checkpoint(start, model)
+    _write_mask(tmp_path / "m.png", (48, 56), np.s_[10:30, 10:30])
+    ft = tmp_path / "ft.pt"
+    assert main(["finetune", str(frame_folder), "--out", str(ft), "--weights", str(start),
+                 "--iters", "2", "--device", "cpu", "--mask", str(tmp_path / "m.png")]) == 0
+    err = capsys.readouterr().err
+    assert "masks of frame(s) 0" in err and "held-out check" in err
+    check = read_checkpoint(ft)["finetune_check"]
+    assert "painted masks" in check["check"] and 0 <= check["before"] <= 1

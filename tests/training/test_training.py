@@ -269,7 +269,7 @@ def test_finetune_copy_best_and_refusals(video, tmp_path):
             finetune(model, video, iters=1, out=bad, config=cfg)
     seen = []
     out = tmp_path / "ft.pt"
-    res = finetune(model, video, iters=4, out=out, config=cfg,
+    res = finetune(model, video, iters=4, out=out, config=cfg, check=False,
                    progress=lambda s, t, loss: seen.append((s, t)))
     assert isinstance(res, FinetuneResult)
     assert (res.steps, len(res.losses), res.stopped) == (4, 4, "iters")

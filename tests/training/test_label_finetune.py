@@ -1,0 +1,219 @@
+"""Label-aware fine-tuning: keyframe pairs, the label term, the held-out check."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from corrflow_napari.errors import InputError
+from corrflow_napari.model import read_checkpoint
+from corrflow_napari.model.encoder import EncoderConfig
+from corrflow_napari.model.features import CorrFlowModel
+from corrflow_napari.model.inference_settings import InferenceSettings
+from corrflow_napari.training import TrainConfig, finetune, step_rngs
+from corrflow_napari.training.finetune import FinetuneResult, _Head
+from corrflow_napari.training.finetune_check import ColourRoundTrip, MaskRoundTrip
+from corrflow_napari.training.label_objective import (
+    KeyframeSet,
+    LabelTerm,
+    attend_as_inference,
+    label_loss,
+    round_trip,
+)
+
+SHIPPED_LIKE = InferenceSettings(metric="negsqdist", temperature=0.05, normalize=True,
+                                 lab_weight=3.0, frame_bn=True, lab_mix=0.5)
+
+
+def blob_video(texture, t=10, h=64, w=96):
+    """A textured background and a textured disc (object 1) moving 2 px a frame; the
+    disc's texture differs from the background's but shares its colours."""
+    bg = texture(h, w + 2 * t, seed=1)
+    fg = texture(h, w + 2 * t, seed=2)[:, ::-1]
+    yy, xx = np.mgrid[:h, :w]
+    frames, masks = [], []
+    for k in range(t):
+        disc = (yy - h / 2) ** 2 + (xx - 24 - 2 * k) ** 2 < 14 ** 2
+        img = np.where(disc[..., None], fg[:, k:k + w], bg[:, k:k + w])
+        frames.append(img.round().astype(np.uint8))
+        masks.append(disc.astype(np.int32))
+    return np.stack(frames), np.stack(masks)
+
+
+def small_model(seed=0, inference=SHIPPED_LIKE):
+    torch.manual_seed(seed)
+    model = CorrFlowModel(EncoderConfig(width=0.25), inference=inference)
+    model.centroids.copy_(torch.linspace(-40, 40, 32).view(16, 2))
+    return model
+
+
+def small_config(**kw):
+    base = dict(crop=32, batch=1, centroid_clips=2, mean_window=2, interval=1, log_every=1000)
+    base.update(kw)
+    return TrainConfig.finetune(**base)
+
+
+TERM = LabelTerm(crop=32, copies_batch=1, cycle_batch=1, cycle_span=4)
+
+
+def test_keyframe_pairs_shapes_ids_and_between(texture):
+    frames, masks = blob_video(texture)
+    two = {0: masks[0], 6: masks[6] * 5}            # object ids 1 and 5 -> classes 1, 2
+    ks = KeyframeSet(frames, two, LabelTerm(crop=32, jitter=0.0))
+    assert ks.ids.tolist() == [0, 1, 5] and ks.n_classes == 3 and ks.times == [0, 6]
+    gen = torch.Generator().manual_seed(0)
+    for between in (False, True):
+        pairs = ks.sample(4, np.random.default_rng(0), gen, between=between)
+        for x in pairs:
+            assert x.shape[0] == 4 and x.shape[-2:] == (32, 32)
+        assert pairs.ref.shape[1] == 3 and pairs.ref_labels.shape[1] == 3
+        torch.testing.assert_close(pairs.ref_labels.sum(1), torch.ones(4, 32, 32))
+        for i in range(4):     # which object ids each side shows
+            ref_cls = pairs.ref_labels[i, 1:].sum((1, 2)) > 1
+            tgt_cls = pairs.tgt_labels[i, 1:].sum((1, 2)) > 1
+            assert ref_cls.sum() <= 1 and tgt_cls.sum() <= 1
+            if between:        # two different keyframes: never the same id
+                assert not (ref_cls & tgt_cls).any()
+            elif ref_cls.any() and tgt_cls.any():
+                assert torch.equal(ref_cls, tgt_cls)
+    with pytest.raises(InputError):
+        KeyframeSet(frames, {0: masks[0]}).sample(1, np.random.default_rng(0), between=True)
+
+
+def test_cycles_never_visit_the_held_out_frames(texture):
+    frames, masks = blob_video(texture, t=12)
+    ks = KeyframeSet(frames, {2: masks[2]}, LabelTerm(crop=32, cycle_span=6),
+                     held_out={4, 6})
+    assert ks.neighbours == [[[3, 5, 7, 8], [1, 0]]] and ks.has_cycles
+    seen = set()
+    real = ks.frame
+
+    def spy(t):
+        seen.add(t)
+        return real(t)
+
+    ks.frame = spy
+    cyc = ks.sample_cycles(8, np.random.default_rng(1), torch.Generator().manual_seed(1))
+    assert cyc.images.shape == (8, 3, 3, 32, 32) and cyc.labels.shape == (8, 2, 32, 32)
+    assert seen and not seen & {4, 6} and seen <= {0, 1, 3, 5, 7, 8}
+    alone = KeyframeSet(frames[:2], {0: masks[0]})      # too short to cycle
+    assert not alone.has_cycles
+    loss, parts = label_loss(small_model().train(), KeyframeSet(
+        frames[:2], {0: masks[0]}, LabelTerm(crop=32)), np.random.default_rng(0))
+    assert set(parts) == {"label_pairs"} and torch.isfinite(loss)
+
+
+def test_keyframe_set_rejects_bad_masks(texture):
+    frames, masks = blob_video(texture)
+    for bad in ({}, {0: np.zeros_like(masks[0])}, {0: masks[0][:10]}, {99: masks[0]}):
+        with pytest.raises(InputError):
+            KeyframeSet(frames, bad)
+    with pytest.raises(InputError):
+        LabelTerm(crop=30)
+
+
+def test_attention_matches_propagation_for_one_reference(texture):
+    """The label term copies labels exactly as the propagation engine does."""
+    from corrflow_napari.propagation import PropagationSettings, propagate_values
+    frames, masks = blob_video(texture, t=2)
+    model = small_model().eval()
+    feats = [model.encode(frames[t:t + 1])[0] for t in range(2)]
+    seed = F.avg_pool2d(F.one_hot(torch.from_numpy(masks[0]).long(), 2).permute(2, 0, 1)
+                        [None].float(), 4)[0]
+    got = {}
+    propagate_values(model, frames, {0: seed}, lambda t, v: got.setdefault(t, v),
+                     settings=PropagationSettings(n_recent=0, max_size=0),
+                     direction="forward")
+    mine = attend_as_inference(model, feats[1][None], feats[0][None], seed[None])[0]
+    torch.testing.assert_close(mine, got[1], atol=1e-5, rtol=1e-4)
+    back = round_trip(model, [f[None] for f in feats], seed[None])
+    assert len(back) == 1 and back[0].shape == (1,) + seed.shape
+
+
+def test_label_loss_falls_on_a_synthetic_clip(texture):
+    """Pairs and cycles on a moving textured disc: fine-tuning lowers the label term on
+    the same fixed samples (no Lab-colour mixture here: its half of the copy is fixed)."""
+    frames, masks = blob_video(texture)
+    model = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                    normalize=True, frame_bn=True))
+    ks = KeyframeSet(frames, {0: masks[0]}, TERM)
+    assert ks.has_cycles
+
+    def loss_of(m):      # the same samples (pairs and cycles) every time
+        m.train()        # frame_bn: per-image statistics, as in training and inference
+        with torch.no_grad():
+            return float(np.mean([label_loss(m, ks, *step_rngs(123, 0, i))[0]
+                                  for i in range(3)]))
+
+    res = finetune(model, frames, iters=60, keyframes={0: masks[0]}, label_term=TERM,
+                   config=small_config(lr=3e-3), check=False)
+    assert res.labelled == [0] and res.steps == 60 and not res.kept_start
+    assert loss_of(res.model) < 0.7 * loss_of(model)
+
+
+def test_check_keeps_the_starting_weights_when_training_diverges(texture, tmp_path):
+    frames, masks = blob_video(texture)
+    model = small_model()
+    start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    out = tmp_path / "ft.pt"
+    res = finetune(model, frames, iters=3, keyframes={0: masks[0]}, label_term=TERM,
+                   config=small_config(lr=10.0), out=out)
+    assert isinstance(res, FinetuneResult)
+    assert res.kept_start and res.check_after < res.check_before
+    assert "did not improve" in res.summary() and "painted masks" in res.check
+    for k, v in res.model.encoder.state_dict().items():
+        assert torch.equal(v, start[k]), k
+    saved = read_checkpoint(out)          # the file holds the kept (starting) weights
+    assert saved["finetune_check"]["kept_start"] is True
+    for k, v in start.items():
+        assert torch.equal(saved["encoder"][k], v), k
+
+
+def test_check_scores_the_model_as_propagation_uses_it(texture):
+    frames, masks = blob_video(texture)
+    good = small_model()
+    check = MaskRoundTrip(frames, {0: masks[0]}, step=2)
+    assert check and check.chains == [[0, 2, 4]]
+    s = check.score(good.eval())
+    assert 0 < s <= 1
+    # a model whose features are constant copies the mean label: worse than the texture
+    flat = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                   normalize=True))
+    with torch.no_grad():
+        for p in flat.encoder.parameters():
+            p.zero_()
+    assert check.score(flat.eval()) < s
+    # near the end of the video the chain runs backwards
+    assert MaskRoundTrip(frames, {9: masks[9]}, step=2).chains == [[9, 7, 5]]
+
+
+def test_colour_only_holds_the_end_of_the_video_out(texture, monkeypatch):
+    frames, _ = blob_video(texture, t=30)
+    head = _Head(frames, 27)
+    assert len(head) == 27 and head[26] is not None
+    with pytest.raises(IndexError):
+        head[27]
+    seen = []
+    ft_module = importlib.import_module("corrflow_napari.training.finetune")
+    real = ft_module.ColourRoundTrip
+
+    def spy(frames_, held_out, step, settings=None):
+        seen.append(held_out)
+        return real(frames_, held_out, step, settings)
+
+    monkeypatch.setattr(ft_module, "ColourRoundTrip", spy)
+    res = finetune(small_model(), frames, iters=2, config=small_config())
+    assert seen == [[27, 28, 29]]
+    assert res.check.startswith("colours") and res.check_before is not None
+    assert res.labelled == [] and res.seconds_per_step > 0
+    assert ColourRoundTrip(frames, [27, 28, 29], step=1).chain == [27, 28, 29]
+
+
+def test_no_check_on_a_very_short_video(texture):
+    frames, _ = blob_video(texture, t=4)
+    res = finetune(small_model(), frames, iters=1, config=small_config())
+    assert res.check_before is None and not res.kept_start and res.check == ""
+    assert "no held-out check" in res.summary()
