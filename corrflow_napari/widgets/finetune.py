@@ -152,6 +152,7 @@ class FinetuneWidget(RunsInBackground, QWidget):
         self._out_user_set = False
         self._watched = None
         self._rate: tuple[float, int] | None = None   # (time, step) of the first report
+        self._last_step = 0
         self._t_start = 0.0
         self.output: Path | None = None      # last checkpoint written
         self.last_job: FinetuneJob | None = None
@@ -339,7 +340,7 @@ class FinetuneWidget(RunsInBackground, QWidget):
         self.last_job = job
         self.plot.clear()
         self.use_btn.setEnabled(False)
-        self._rate, self._t_start = None, time.perf_counter()
+        self._rate, self._last_step, self._t_start = None, 0, time.perf_counter()
         self.rate_label.setText("")
         learn = (f"colours + painted frames {', '.join(map(str, sorted(keyframes)))}"
                  if keyframes else "colours only")
@@ -359,10 +360,14 @@ class FinetuneWidget(RunsInBackground, QWidget):
     def _on_progress(self, done, total, extra) -> None:
         step, loss = extra
         self.plot.add(step, loss)
+        self.step_done.emit(int(step), float(loss))
         now = time.perf_counter()
         if self._rate is None:
             self._rate = (now, int(step))       # the first step's report: model loaded
         t0, s0 = self._rate
+        if step < self._last_step:              # a late report: the text is newer
+            return
+        self._last_step = int(step)
         rate = (now - t0) / (step - s0) if step > s0 else None
         job = self.last_job
         if job.steps:
@@ -372,7 +377,6 @@ class FinetuneWidget(RunsInBackground, QWidget):
             text = progress_text(int(step), 0, rate, "step") + \
                 f", {duration_text(left)} left"
         self.rate_label.setText(text + (", then the check" if job.check else ""))
-        self.step_done.emit(int(step), float(loss))
 
     def _show(self, outcome: Outcome) -> None:
         if outcome.status == "error":

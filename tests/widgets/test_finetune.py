@@ -2,6 +2,7 @@
 propagation" switches the Propagate widget to the new file, the painted frames reach the
 core, the output path is proposed before starting and never replaced silently, and the
 dock is compact."""
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,8 @@ def fake_finetune(monkeypatch, tmp_path):
 
     def fake(model, frames, **kw):
         calls.append(dict(kw, n=len(frames)))
-        for step in (1, 2):
+        for step in (1, 2, 3):
+            time.sleep(0.01)
             kw["progress"](step, kw.get("iters"), 1.0 / step)
         Path(kw["out"]).write_bytes(b"x")
         return FinetuneResult(model, 2, [1.0, 0.5], 0.75, "iters", Path(kw["out"]),
@@ -105,7 +107,7 @@ def test_widget_passes_the_painted_frames(make_napari_viewer, qtbot, small_clip,
     assert np.array_equal(call["keyframes"][0], labels.data[0])
     assert np.array_equal(call["keyframes"][5], labels.data[5]) and call["check"] is True
     assert "improved" in ft.status.text() and ft.use_btn.isEnabled()
-    qtbot.waitUntil(lambda: "step 2/" in ft.rate_label.text(), timeout=5000)  # queued
+    qtbot.waitUntil(lambda: "step 3/" in ft.rate_label.text(), timeout=5000)  # queued
     assert "s/step" in ft.rate_label.text() and "left" in ft.rate_label.text()
     # unchecked: colours only; the Advanced check box reaches the core too
     ft.use_labels.setChecked(False)
