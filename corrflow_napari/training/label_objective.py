@@ -152,20 +152,21 @@ class KeyframeSet:
         return any(len(c) >= 2 for sides in self.neighbours for c in sides)
 
     def frame(self, t: int) -> torch.Tensor:
-        """Frame ``t`` at the working resolution, (3, h, w) float in [0, 1] (cached)."""
+        """Frame ``t`` at the working resolution, (3, h, w) float in [0, 1], resized as
+        propagation resizes it (uint8 kept in a small cache)."""
         x = self._cache.get(t)
         if x is None:
             from ..io import to_rgb8
             x = torch.from_numpy(np.ascontiguousarray(to_rgb8(self.video[t], scale=(0, 255))))
-            x = x.permute(2, 0, 1)[None].float().div_(255)
+            x = x.permute(2, 0, 1)
             if self.size != self.full_hw:
-                x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
-                                  antialias=True).clamp_(0, 1)
-            x = x[0]
+                x = F.interpolate(x[None].float(), size=self.size, mode="bilinear",
+                                  align_corners=False, antialias=True)[0]
+                x = x.round().clamp(0, 255).to(torch.uint8)
             if len(self._cache) >= 64:
                 self._cache.clear()
             self._cache[t] = x
-        return x
+        return x.float().div(255)
 
     def _theta(self, cy, cx, side, angle, flip) -> torch.Tensor:
         """(2, 3) affine for grid_sample: a ``side``-pixel square centred at (cy, cx),
