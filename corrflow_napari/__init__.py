@@ -10,13 +10,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "propagate_labels", "track_points", "__version__"]
+__all__ = ["load_model", "propagate", "propagate_labels", "track_points", "__version__"]
 
 
 def __getattr__(name):  # lazy: importing the package must not import torch or Qt eagerly
     if name == "load_model":
         from .model import load_model
         return load_model
+    if name == "propagate":
+        from .propagation import propagate
+        return propagate
     if name == "propagate_labels":
         from .propagation import propagate_labels
         return propagate_labels

@@ -1,6 +1,8 @@
 """The package's shape (issue 11): no import cycle between its modules (imports inside
 functions included) and no module over ~450 lines."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "corrflow_napari"
@@ -79,3 +81,20 @@ def test_modules_are_short():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_public_api_names_resolve_without_importing_torch_first():
+    """``import corrflow_napari`` is cheap (no torch, no Qt); every name in ``__all__``
+    resolves to the engine's own function (e.g. ``propagate`` with confidence)."""
+    code = ("import sys, corrflow_napari as c\n"
+            "assert 'torch' not in sys.modules and 'qtpy' not in sys.modules\n"
+            "from corrflow_napari import propagation, tracking, model\n"
+            "assert c.propagate is propagation.propagate\n"
+            "assert c.propagate_labels is propagation.propagate_labels\n"
+            "assert c.track_points is tracking.track_points\n"
+            "assert c.load_model is model.load_model\n"
+            "assert set(c.__all__) == {'load_model', 'propagate', 'propagate_labels',\n"
+            "                          'track_points', '__version__'}\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -84,8 +84,10 @@ class TrackWidget(RunsInBackground, QWidget):
         self.points_combo = LayerCombo(napari_viewer, Points)
         self.weights = WeightsBox(lab=True)
         self.device = device_combo()
-        # each group of points has one keyframe (its own frame): max_keyframes does not apply
-        self.advanced = SettingsForm(TrackSettings(), skip=("propagation.max_keyframes",))
+        # each group of points has one keyframe (its own frame): the keyframe options
+        # of masks (how many references, how two sides are fused) do not apply
+        self.advanced = SettingsForm(TrackSettings(), skip=("propagation.max_keyframes",
+                                                            "propagation.fusion"))
         self.advanced.body.layout().insertRow(0, "device", self.device)
         self.track_btn = QPushButton("Track")
         self.retrack_btn = QPushButton("Re-track from here")

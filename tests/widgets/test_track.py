@@ -61,6 +61,9 @@ def test_track_advanced_settings_reach_the_core(make_napari_viewer, qtbot, small
     viewer = make_napari_viewer()
     w, _ = track_widget(viewer, small_clip)
     assert not w.advanced.expanded
+    # the options of mask keyframes do not apply to points: no editor for them
+    assert "propagation.n_recent" in w.advanced.editors
+    assert not {"propagation.fusion", "propagation.max_keyframes"} & set(w.advanced.editors)
     seen = []
     core = tracking.track_points
 
