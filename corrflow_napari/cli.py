@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("track", "track points through the video")
     p.add_argument("video", help="video file, folder of frames, or tif stack")
-    p.add_argument("--points", required=True, help="CSV with columns track_id,t,y,x")
+    p.add_argument("--points", required=True,
+                   help="CSV with columns track_id,t,y,x; a track_id again on another frame "
+                        "is a keyframe of that track (e.g. a corrected position)")
     p.add_argument("--out", required=True, help="output CSV track_id,t,y,x,visible")
     _common(p)
     _settings_args(p, tracking=True)
@@ -202,9 +204,11 @@ def cmd_track(args, cancel: threading.Event | None = None) -> int:
     ids, pts = read_points_csv(args.points)
     settings = _track_settings(args)
     model = _model(args)
-    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings)
-    write_tracks_csv(args.out, ids, tracks.positions, tracks.visible)
-    print(f"wrote {len(ids)} tracks x {len(video)} frames to {args.out}")
+    tracks = track_points(model, video, pts, progress=ProgressBar("track"), settings=settings,
+                          track_ids=ids)
+    names = list(dict.fromkeys(ids))        # a repeated id is one track with keyframes
+    write_tracks_csv(args.out, names, tracks.positions, tracks.visible)
+    print(f"wrote {len(names)} tracks x {len(video)} frames to {args.out}")
     return 0
 
 

@@ -27,7 +27,11 @@ def write_tracks_csv(path, ids, positions, visible, frames=None,
 
 
 def read_points_csv(path) -> tuple[list[str], np.ndarray]:
-    """Read ``track_id,t,y,x`` rows: (ids, (N, 3) float t, y, x pixels)."""
+    """Read ``track_id,t,y,x`` rows: (ids, (N, 3) float t, y, x pixels).
+
+    A track_id may repeat on different frames: its rows are that track's keyframes (a
+    point the user placed again on a later frame, e.g. a correction); twice on one frame
+    is an error."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"points file {p} does not exist; check the path.")
@@ -50,6 +54,10 @@ def read_points_csv(path) -> tuple[list[str], np.ndarray]:
     except (ValueError, TypeError, AttributeError):
         raise InputError(f"points file {p} has a non-numeric t, y or x value; "
                          "use numbers (pixels, frame index).") from None
-    if len(set(ids)) != len(ids):
-        raise InputError(f"points file {p} repeats a track_id; give each point its own id.")
+    seen = set()
+    for tid, t in zip(ids, pts[:, 0].round().astype(int).tolist()):
+        if (tid, t) in seen:
+            raise InputError(f"points file {p} repeats track_id {tid} on frame {t}; keep one "
+                             "row per track and frame (rows on other frames are keyframes).")
+        seen.add((tid, t))
     return ids, pts

@@ -145,6 +145,25 @@ def test_track_csv(tmp_path, capsys):
     assert abs(float(last_a[3]) - 26) < 4          # x moved by 2 px/frame
 
 
+def test_track_csv_keyframe_of_a_track_on_a_later_frame(tmp_path, capsys):
+    """A track_id given again on frame 4 (a corrected position) is a keyframe of that track:
+    one track in the output, at the given position on frame 4, tracked from there on."""
+    frames, _ = squares_video(t=6)
+    video = tmp_path / "v.tif"
+    tifffile.imwrite(video, frames)
+    pts = tmp_path / "p.csv"
+    pts.write_text("track_id,t,y,x\na,0,18,16\nb,0,45,27\na,4,20,30\n")
+    code, out, err = run(["track", video, "--points", pts, "--out", tmp_path / "t.csv",
+                          "--features", "lab"], capsys)
+    assert code == 0, err
+    assert "wrote 2 tracks x 6 frames" in out
+    rows = [r.split(",") for r in (tmp_path / "t.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 6 * 2 and {r[0] for r in rows} == {"a", "b"}
+    a = {int(r[1]): (float(r[2]), float(r[3])) for r in rows if r[0] == "a"}
+    assert a[4] == (20.0, 30.0)                        # the keyframe, as given
+    assert abs(a[5][1] - 32) < 4                       # tracked on from it (+2 px/frame)
+
+
 MUST_WORK = ["grey", "rgba", "uint16_tif", "single_frame", "tiny_objects", "wide", "odd",
              "ten_objects"]
 

@@ -33,6 +33,14 @@ def test_read_errors(tmp_path):
     bad.write_text("track_id,t,y,x\na,0,1,x\n")
     with pytest.raises(InputError, match="non-numeric"):
         read_points_csv(bad)
-    bad.write_text("track_id,t,y,x\na,0,1,2\na,1,1,2\n")
-    with pytest.raises(InputError, match="repeats"):
+    bad.write_text("track_id,t,y,x\na,0,1,2\nb,0,5,5\na,0,1,3\n")
+    with pytest.raises(InputError, match="repeats track_id a on frame 0"):
         read_points_csv(bad)
+
+
+def test_a_repeated_id_on_other_frames_is_a_keyframe(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("track_id,t,y,x\na,0,1,2\nb,0,5,5\na,4,3,3\n")
+    ids, pts = read_points_csv(path)
+    assert ids == ["a", "b", "a"]
+    np.testing.assert_allclose(pts[2], [4, 3, 3])
