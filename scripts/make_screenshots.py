@@ -134,11 +134,9 @@ def main(argv=None) -> int:
 
     # 4. optional: fine-tuning
     if args.finetune_steps > 0:
-        from corrflow_napari.training import TrainConfig
-        ft, ft_dock = docks["finetune"]
+        ft, ft_dock = docks["finetune"]        # default recipe: the painted frame's labels
         ft_dock.raise_()
         ft.set_budget(steps=args.finetune_steps)
-        ft.train_config = TrainConfig.finetune(crop=96, batch=1, centroid_clips=4)
         ft.set_output(Path(tempfile.mkdtemp(prefix="corrflow_screens_")) / "finetuned.pt")
         seconds = run_timed(app, ft, ft.start, "fine-tuning")
         print(f"fine-tuning: {seconds:.1f} s; {ft.status.text()}")

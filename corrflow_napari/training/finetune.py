@@ -3,8 +3,9 @@ a :class:`FinetuneResult`.
 
 The objective is the paper's colour reconstruction on the clip plus, when the user has
 painted keyframes, the label term (:mod:`.label_objective`). A held-out check
-(:mod:`.finetune_check`) is measured before and after; when it does not improve, the
-starting weights are kept and the result says so (``kept_start``).
+(:mod:`.finetune_check`) and a forward colour guard are measured before and after; when
+the check does not improve or the guard gets worse, the starting weights are kept and the
+result says so (``kept_start``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..model.checkpoint import save_checkpoint
 from ..model.features import CorrFlowModel
 from .config import TrainConfig, p_at
 from .data import ClipSampler, fit_centroids, interval_for, step_rngs
-from .finetune_check import ColourRoundTrip, MaskRoundTrip
+from .finetune_check import ColourForward, ColourRoundTrip, MaskRoundTrip
 from .label_objective import KeyframeSet, LabelTerm, label_loss
 from .loop import _noop, check_out_path
 from .objective import make_optimizer, train_step
@@ -44,7 +45,9 @@ class FinetuneResult:
         "cancelled". path: the checkpoint written (resolved), or None.
     check: what the held-out check measures ("" when there was none); check_before /
         check_after: its score (0..1, higher is better) for the starting and the
-        fine-tuned weights; kept_start: True when the check did not improve, so the
+        fine-tuned weights. guard / guard_before / guard_after: the same for the forward
+        colour check (:class:`~.finetune_check.ColourForward`), which must not get worse.
+        kept_start: True when the check did not improve or the guard got worse, so the
         starting weights were kept (and saved to ``path``).
     labelled: the keyframes the label term used (sorted frame indices; [] = colour only).
     seconds_per_step: the measured mean time of one step (None when no step ran).
@@ -61,6 +64,9 @@ class FinetuneResult:
     check_after: float | None = None
     kept_start: bool = False
     labelled: list = field(default_factory=list)
+    guard: str = ""
+    guard_before: float | None = None
+    guard_after: float | None = None
     seconds_per_step: float | None = None
 
     def summary(self) -> str:
@@ -68,10 +74,17 @@ class FinetuneResult:
         if self.check_before is None:
             return "no held-out check (the video is too short); kept the fine-tuned weights"
         scores = f"{self.check_before:.3f} -> {self.check_after:.3f}"
-        if self.kept_start:
+        guard = ("" if self.guard_before is None or self.guard_after is None else
+                 f"{self.guard_before:.3f} -> {self.guard_after:.3f}")
+        if self.kept_start and not self.check_after > self.check_before:
             return (f"the held-out check did not improve ({scores}): kept the starting "
                     "weights")
-        return f"the held-out check improved ({scores}): kept the fine-tuned weights"
+        if self.kept_start:
+            return (f"the held-out check improved ({scores}) but colours predicted forward "
+                    f"got worse ({guard}): kept the starting weights")
+        return (f"the held-out check improved ({scores}"
+                + (f"; forward colours {guard}" if guard else "")
+                + "): kept the fine-tuned weights")
 
 
 class _Head:
@@ -91,18 +104,25 @@ class _Head:
 
 
 def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
-    """(colour clip sampler, KeyframeSet or None, held-out check or None)."""
+    """(colour clip sampler, KeyframeSet or None, held-out check or None, guard or None).
+
+    The guard (:class:`ColourForward`) predicts colours forward on frames the colour
+    term never trains on (the label term trains no colours; without labels: the held-out
+    end of the video)."""
     n = len(frames)
     step = min(interval_for(getattr(frames, "fps", None), config), max(1, (n - 1) // 2))
     if keyframes:
         check = MaskRoundTrip(frames, keyframes, step)
         kset = KeyframeSet(frames, keyframes, term, held_out=check.frames_used)
-        return ClipSampler([frames], config), kset, check or None
+        guard = ColourForward(frames, step)
+        return ClipSampler([frames], config), kset, check or None, guard or None
     hold = max(3, math.ceil(HELD_OUT_FRACTION * n))
     if n - hold >= 3:
         check = ColourRoundTrip(frames, list(range(n - hold, n)), step)
-        return ClipSampler([_Head(frames, n - hold)], config), None, check or None
-    return ClipSampler([frames], config), None, None
+        guard = ColourForward(frames, step, span=(n - hold, n - 1))
+        return (ClipSampler([_Head(frames, n - hold)], config), None, check or None,
+                guard or None)
+    return ClipSampler([frames], config), None, None, None
 
 
 def finetune(model: CorrFlowModel, frames, iters: int | None = None,
@@ -158,17 +178,21 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     ft.weights_path = None
     for p in ft.parameters():
         p.requires_grad_(True)
-    sampler, kset, held_out = _plan(frames, keyframes, config, term)
+    sampler, kset, held_out, guard = _plan(frames, keyframes, config, term)
     held_out = held_out if check else None
+    guard = guard if held_out is not None else None
     n_colour = config.batch if kset is None or term.colour_batch is None else term.colour_batch
     if not bool(ft.centroids.abs().sum() > 0):
         ft.centroids.copy_(fit_centroids(sampler, config, ft.centroids.shape[0]).to(dev))
     start_state = _encoder_state(ft)
-    before = None
+    before = g_before = None
     if held_out is not None:
         ft.eval()
         before = held_out.score(ft)
         log(f"held-out check before fine-tuning: {before:.4f} ({held_out.name})")
+        if guard is not None:
+            g_before = guard.score(ft)
+            log(f"guard before fine-tuning: {g_before:.4f} ({guard.name})")
     t_check = time.perf_counter() - t_start     # the check after costs about as much
     optimizer = make_optimizer(ft, config)
     losses: list[float] = []
@@ -229,20 +253,26 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     if best_state is None and step > 0:   # stopped before one full window
         best_mean = float(np.mean(recent))
         best_state = _encoder_state(ft)
-    after, kept_start = None, False
+    after, g_after, kept_start = None, None, False
     if best_state is not None:
         ft.encoder.load_state_dict(best_state)
         if held_out is not None:
             ft.eval()
             after = held_out.score(ft)
-            kept_start = not after > before
             log(f"held-out check after fine-tuning: {after:.4f}")
+            kept_start = not after > before
+            if guard is not None and not kept_start:
+                g_after = guard.score(ft)
+                log(f"guard after fine-tuning: {g_after:.4f}")
+                kept_start = g_after < g_before
     if kept_start:
         ft.encoder.load_state_dict(start_state)
     if best_state is not None:
         write(start_state if kept_start else best_state, loss_mean=best_mean,
               finetune_check={"check": held_out.name if held_out else "",
-                              "before": before, "after": after, "kept_start": kept_start})
+                              "before": before, "after": after, "kept_start": kept_start,
+                              "guard": guard.name if guard else "",
+                              "guard_before": g_before, "guard_after": g_after})
     ft.eval()
     for p in ft.parameters():
         p.requires_grad_(False)
@@ -253,7 +283,8 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
                           check=held_out.name if held_out else "", check_before=before,
                           check_after=after, kept_start=kept_start,
                           labelled=list(kset.times) if kset is not None else [],
-                          seconds_per_step=per_step)
+                          seconds_per_step=per_step, guard=guard.name if guard else "",
+                          guard_before=g_before, guard_after=g_after)
 
 
 def _encoder_state(model: CorrFlowModel) -> dict:

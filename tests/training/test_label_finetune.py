@@ -15,7 +15,7 @@ from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.model.inference_settings import InferenceSettings
 from corrflow_napari.training import TrainConfig, finetune, step_rngs
 from corrflow_napari.training.finetune import FinetuneResult, _Head
-from corrflow_napari.training.finetune_check import ColourRoundTrip, MaskRoundTrip
+from corrflow_napari.training.finetune_check import ColourForward, ColourRoundTrip, MaskRoundTrip
 from corrflow_napari.training.label_objective import (
     KeyframeSet,
     LabelTerm,
@@ -188,6 +188,46 @@ def test_check_scores_the_model_as_propagation_uses_it(texture):
     assert check.score(flat.eval()) < s
     # near the end of the video the chain runs backwards
     assert MaskRoundTrip(frames, {9: masks[9]}, step=2).chains == [[9, 7, 5]]
+
+
+def test_forward_colour_guard_scores_prediction_not_round_trips(texture):
+    frames, _ = blob_video(texture, t=12)
+    guard = ColourForward(frames, step=2)
+    assert guard.pairs == [(0, 2), (3, 5), (6, 8), (9, 11)]       # spread over the video
+    assert ColourForward(frames, step=2, span=(9, 11)).pairs == [(9, 11)]
+    good = small_model().eval()
+    s = guard.score(good)
+    assert 0 < s <= 1
+    # constant learned features and no colour group: every pixel gets the frame's mean
+    # colour distribution, far from each pixel's own colour
+    flat = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                   normalize=True))
+    with torch.no_grad():
+        for p in flat.encoder.parameters():
+            p.zero_()
+    assert guard.score(flat.eval()) < s - 0.05
+    # a still video: the prediction of each frame from an identical one is near perfect
+    still = np.repeat(frames[:1], 6, axis=0)
+    assert ColourForward(still, step=1).score(good) > s
+
+
+def test_guard_getting_worse_keeps_the_starting_weights(texture, monkeypatch):
+    """The mask round trip improves but colours predicted forward get worse (what label
+    fine-tuning did on fast dev sequences): the starting weights are kept, and said so."""
+    frames, masks = blob_video(texture)
+    ft_module = importlib.import_module("corrflow_napari.training.finetune")
+    mask_scores, guard_scores = iter([0.5, 0.6]), iter([0.8, 0.7])
+    monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(mask_scores))
+    monkeypatch.setattr(ft_module.ColourForward, "score", lambda self, m: next(guard_scores))
+    model = small_model()
+    start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    res = finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
+                   config=small_config(lr=1e-2))
+    assert (res.check_before, res.check_after) == (0.5, 0.6)
+    assert (res.guard_before, res.guard_after) == (0.8, 0.7) and res.guard.startswith("colours")
+    assert res.kept_start and "forward got worse (0.800 -> 0.700)" in res.summary()
+    for k, v in res.model.encoder.state_dict().items():
+        assert torch.equal(v, start[k]), k
 
 
 def test_colour_only_holds_the_end_of_the_video_out(texture, monkeypatch):

@@ -1,0 +1,113 @@
+"""Fine-tuning on the DAVIS-2016 dev sequences, measured: per sequence, J&F of the shipped
+weights and of the weights fine-tuned on that sequence for a wall-time budget, with the
+first frame's ground-truth mask as the user's painted frame (label-aware) or colours only.
+
+    python scripts/finetune_dev.py --minutes 3 --mode labels  --out runs/ftdev
+    python scripts/finetune_dev.py --minutes 3 --mode colours --out runs/ftdev
+
+Each row (appended to ``OUT/rows.jsonl``, one per sequence, mode and budget) holds the
+J&F of the fine-tuned weights (``ft``), the held-out check and the forward colour guard
+before/after exactly as :func:`~corrflow_napari.training.finetune` computes them, and
+``final``: what the user gets (the shipped weights when the check did not improve or
+the guard got worse). The official protocol: the
+first-frame mask propagated with the default settings, first and last frames not scored.
+The shipped weights' scores are cached in ``OUT/base.json``. Equivalent to
+``corrflow finetune SEQ --mask 00000.png --mask-frame 0 --minutes M`` then
+``corrflow eval-davis --weights``; here the fine-tuned weights are scored even when the
+check keeps the starting ones, so that every sequence fine-tuning would make worse shows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from corrflow_napari.evaluation import frame_folder, load_annotations, resolve_sequences
+from corrflow_napari.io import open_video, write_json_atomic
+from corrflow_napari.metrics import evaluate_sequence
+from corrflow_napari.model import load_model
+from corrflow_napari.model.checkpoint import save_checkpoint
+from corrflow_napari.propagation import propagate_labels
+from corrflow_napari.training import TrainConfig, finetune
+
+DEFAULT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-dev"
+
+
+def jf(model, video, gt) -> dict:
+    r = evaluate_sequence(gt, propagate_labels(model, video, {0: gt[0]}))
+    return {k: 100 * r[k] for k in ("JF", "J", "F")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_DEV)
+    ap.add_argument("--sequences", default="all")
+    ap.add_argument("--mode", choices=("labels", "colours"), default="labels")
+    ap.add_argument("--minutes", type=float, default=3.0, help="wall time, check included")
+    ap.add_argument("--out", type=Path, default=Path("runs/ftdev"))
+    ap.add_argument("--tag", default="", help="label of this configuration in the rows")
+    ap.add_argument("--save", action="store_true",
+                    help="keep the fine-tuned weights as OUT/weights/<mode>-<minutes>-SEQ.pt")
+    ap.add_argument("--no-score-kept", action="store_true",
+                    help="do not re-train to score the weights the check rejected")
+    a = ap.parse_args()
+    if not a.root.is_dir():
+        sys.exit(f"error: no DAVIS dev folder at {a.root}; give --root.")
+    a.out.mkdir(parents=True, exist_ok=True)
+    base_file = a.out / "base.json"
+    for seq in resolve_sequences(a.root, a.sequences):
+        gt, _ = load_annotations(a.root, seq)
+        video = open_video(frame_folder(a.root, seq))
+        model = load_model(None, device="cpu")
+        base = json.loads(base_file.read_text()) if base_file.exists() else {}
+        if seq not in base:
+            print(f"{seq}: scoring the shipped weights", flush=True)
+            base[seq] = jf(model, video, gt)
+            write_json_atomic(base_file, base)
+        keyframes = {0: gt[0]} if a.mode == "labels" else None
+        config = TrainConfig.finetune(labels=keyframes is not None)
+        t0 = time.perf_counter()
+        res = finetune(model, video, minutes=a.minutes, keyframes=keyframes, config=config)
+        t_ft = time.perf_counter() - t0
+        trained = res.model
+        if res.kept_start and not a.no_score_kept:   # score what it learned (not kept)
+            trained = finetune(model, video, iters=res.steps, keyframes=keyframes,
+                               config=config, check=False).model
+        if a.save:
+            (a.out / "weights").mkdir(exist_ok=True)
+            save_checkpoint(a.out / "weights" / f"{a.mode}-{a.minutes:g}-{seq}.pt", trained)
+        if res.kept_start and a.no_score_kept:      # not scored: the start weights' J&F
+            ft = base[seq]
+        else:
+            ft = jf(trained, video, gt)
+        b = base[seq]["JF"]
+        row = dict(tag=a.tag, seq=seq, mode=a.mode, minutes=a.minutes, steps=res.steps,
+                   s_per_step=res.seconds_per_step, wall_s=t_ft, base=b, ft=ft["JF"],
+                   ft_J=ft["J"], ft_F=ft["F"], delta_ft=ft["JF"] - b,
+                   check=res.check, check_before=res.check_before,
+                   check_after=res.check_after, guard_before=res.guard_before,
+                   guard_after=res.guard_after, kept_start=res.kept_start,
+                   final=b if res.kept_start else ft["JF"],
+                   delta_final=0.0 if res.kept_start else ft["JF"] - b,
+                   load=os.getloadavg()[0])
+        print(json.dumps(row), flush=True)
+        with open(a.out / "rows.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in open(a.out / "rows.jsonl")]
+    rows = [r for r in rows if r["mode"] == a.mode and r["minutes"] == a.minutes
+            and r["tag"] == a.tag]
+    if rows:
+        print(f"{a.mode} {a.minutes:g} min, {len(rows)} sequences: shipped "
+              f"{np.mean([r['base'] for r in rows]):.1f}, fine-tuned "
+              f"{np.mean([r['ft'] for r in rows]):.1f}, kept (what the user gets) "
+              f"{np.mean([r['final'] for r in rows]):.1f}; worst change "
+              f"{min(r['delta_final'] for r in rows):+.1f}")
+
+
+if __name__ == "__main__":
+    main()
