@@ -281,7 +281,7 @@ class FinetuneWidget(RunsInBackground, QWidget):
             text = "colours only"
         elif keys:
             shown = ", ".join(map(str, keys[:8])) + (" …" if len(keys) > 8 else "")
-            text = f"painted frames {shown}: learned with the colours"
+            text = f"painted frames {shown}: their masks are learned"
         else:
             text = "no painted frame: colours only"
         self.painted.setText(text)

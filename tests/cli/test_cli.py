@@ -129,16 +129,22 @@ def test_settings_flags():
         parser.parse_args(["track", "v", "--points", "p", "--out", "o", "--max-keyframes", "2"])
 
 
-def test_track_csv(tmp_path, capsys):
+def track_squares(tmp_path, capsys, points_csv: str) -> tuple[str, list[str]]:
+    """`corrflow track` (Lab) on 6 frames of squares moving 2 px/frame in x:
+    (stdout, the output CSV's lines)."""
     frames, _ = squares_video(t=6)
     video = tmp_path / "v.tif"
     tifffile.imwrite(video, frames)
     pts = tmp_path / "p.csv"
-    pts.write_text("track_id,t,y,x\na,0,18,16\nb,0,45,27\n")
+    pts.write_text(points_csv)
     code, out, err = run(["track", video, "--points", pts, "--out", tmp_path / "t.csv",
                           "--features", "lab"], capsys)
     assert code == 0, err
-    rows = (tmp_path / "t.csv").read_text().splitlines()
+    return out, (tmp_path / "t.csv").read_text().splitlines()
+
+
+def test_track_csv(tmp_path, capsys):
+    _, rows = track_squares(tmp_path, capsys, "track_id,t,y,x\na,0,18,16\nb,0,45,27\n")
     assert rows[0] == "track_id,t,y,x,visible"
     assert len(rows) == 1 + 6 * 2
     last_a = [r for r in rows if r.startswith("a,5,")][0].split(",")
@@ -148,16 +154,10 @@ def test_track_csv(tmp_path, capsys):
 def test_track_csv_keyframe_of_a_track_on_a_later_frame(tmp_path, capsys):
     """A track_id given again on frame 4 (a corrected position) is a keyframe of that track:
     one track in the output, at the given position on frame 4, tracked from there on."""
-    frames, _ = squares_video(t=6)
-    video = tmp_path / "v.tif"
-    tifffile.imwrite(video, frames)
-    pts = tmp_path / "p.csv"
-    pts.write_text("track_id,t,y,x\na,0,18,16\nb,0,45,27\na,4,20,30\n")
-    code, out, err = run(["track", video, "--points", pts, "--out", tmp_path / "t.csv",
-                          "--features", "lab"], capsys)
-    assert code == 0, err
+    out, lines = track_squares(tmp_path, capsys,
+                               "track_id,t,y,x\na,0,18,16\nb,0,45,27\na,4,20,30\n")
     assert "wrote 2 tracks x 6 frames" in out
-    rows = [r.split(",") for r in (tmp_path / "t.csv").read_text().splitlines()[1:]]
+    rows = [r.split(",") for r in lines[1:]]
     assert len(rows) == 6 * 2 and {r[0] for r in rows} == {"a", "b"}
     a = {int(r[1]): (float(r[2]), float(r[3])) for r in rows if r[0] == "a"}
     assert a[4] == (20.0, 30.0)                        # the keyframe, as given

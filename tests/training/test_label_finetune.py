@@ -50,6 +50,16 @@ def small_model(seed=0, inference=SHIPPED_LIKE):
     return model
 
 
+def flat_model():
+    """Constant learned features and no Lab colour: every pixel attends to all alike."""
+    model = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                    normalize=True))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.zero_()
+    return model
+
+
 def small_config(**kw):
     base = dict(crop=32, batch=1, centroid_clips=2, mean_window=2, interval=1, log_every=1000)
     base.update(kw)
@@ -180,11 +190,7 @@ def test_check_scores_the_model_as_propagation_uses_it(texture):
     s = check.score(good.eval())
     assert 0 < s <= 1
     # a model whose features are constant copies the mean label: worse than the texture
-    flat = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
-                                                   normalize=True))
-    with torch.no_grad():
-        for p in flat.encoder.parameters():
-            p.zero_()
+    flat = flat_model()
     assert check.score(flat.eval()) < s
     # near the end of the video the chain runs backwards
     assert MaskRoundTrip(frames, {9: masks[9]}, step=2).chains == [[9, 7, 5]]
@@ -200,11 +206,7 @@ def test_forward_colour_guard_scores_prediction_not_round_trips(texture):
     assert 0 < s <= 1
     # constant learned features and no colour group: every pixel gets the frame's mean
     # colour distribution, far from each pixel's own colour
-    flat = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
-                                                   normalize=True))
-    with torch.no_grad():
-        for p in flat.encoder.parameters():
-            p.zero_()
+    flat = flat_model()
     assert guard.score(flat.eval()) < s - 0.05
     # a still video: the prediction of each frame from an identical one is near perfect
     still = np.repeat(frames[:1], 6, axis=0)
