@@ -34,6 +34,8 @@ from corrflow_napari.model import load_model
 from corrflow_napari.model.checkpoint import save_checkpoint
 from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.training import TrainConfig, finetune
+from corrflow_napari.training.finetune import _plan
+from corrflow_napari.training.label_objective import LabelTerm
 
 DEFAULT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-dev"
 
@@ -41,6 +43,20 @@ DEFAULT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis20
 def jf(model, video, gt) -> dict:
     r = evaluate_sequence(gt, propagate_labels(model, video, {0: gt[0]}))
     return {k: 100 * r[k] for k in ("JF", "J", "F")}
+
+
+def score_checks(root: Path, weights: list[Path]) -> None:
+    """The label-aware held-out check and guard, as finetune() measures them, for the
+    shipped weights and each saved ``labels-<minutes>-SEQ.pt``."""
+    for w in weights:
+        seq = w.stem.split("-", 2)[2]
+        gt, _ = load_annotations(root, seq)
+        video = open_video(frame_folder(root, seq))
+        _, _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune(labels=True),
+                                   LabelTerm())
+        base, ft = load_model(None, device="cpu"), load_model(w, device="cpu")
+        print(json.dumps(dict(seq=seq, check=[check.score(base), check.score(ft)],
+                              guard=[guard.score(base), guard.score(ft)])), flush=True)
 
 
 def main() -> None:
@@ -55,9 +71,15 @@ def main() -> None:
                     help="keep the fine-tuned weights as OUT/weights/<mode>-<minutes>-SEQ.pt")
     ap.add_argument("--no-score-kept", action="store_true",
                     help="do not re-train to score the weights the check rejected")
+    ap.add_argument("--score-checks", nargs="+", type=Path, metavar="WEIGHTS",
+                    help="only print the held-out check and the guard (label-aware mode) "
+                         "of the shipped vs these saved weights (OUT/weights/*-SEQ.pt)")
     a = ap.parse_args()
     if not a.root.is_dir():
         sys.exit(f"error: no DAVIS dev folder at {a.root}; give --root.")
+    if a.score_checks:
+        score_checks(a.root, a.score_checks)
+        return
     a.out.mkdir(parents=True, exist_ok=True)
     base_file = a.out / "base.json"
     for seq in resolve_sequences(a.root, a.sequences):
