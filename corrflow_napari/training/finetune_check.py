@@ -109,6 +109,19 @@ class MaskRoundTrip:
         return float(np.mean(scores))
 
 
+def _colour_probs(model: CorrFlowModel, frame: np.ndarray, size: tuple[int, int],
+                  feat_hw: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 frame, resized to ``size`` (the working resolution) -> (K, h, w)
+    shares of its quantised (a, b) colour classes per feature cell (CPU)."""
+    x = frames_to_tensor(np.asarray(frame)[None], "cpu")
+    if size != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                          antialias=True).clamp_(0, 1)
+    cent = model.centroids.detach().cpu()
+    cls = quantise_ab(rgb_to_lab(x), cent)[0]
+    return downsample_probs(F.one_hot(cls, cent.shape[0]).permute(2, 0, 1), feat_hw)
+
+
 class ColourRoundTrip:
     """Colour classes of held-out frames sent along and back (see the module docstring).
 
@@ -134,28 +147,12 @@ class ColourRoundTrip:
         """Mean overlap sum_k min(p_k, t_k) of the returned colour distributions."""
         encode = FrameEncoder(model, self.frames, self.scale)
         feats = [encode(t) for t in self.chain]
-        h, w = scaled_size(int(self.frames.shape[1]), int(self.frames.shape[2]), self.scale)
-        x = frames_to_tensor(np.asarray(self.frames[self.chain[0]])[None], "cpu")
-        if (h, w) != tuple(x.shape[-2:]):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                              antialias=True).clamp_(0, 1)
-        cent = model.centroids.detach().cpu()
-        cls = quantise_ab(rgb_to_lab(x), cent)[0]
-        onehot = F.one_hot(cls, cent.shape[0]).permute(2, 0, 1)
-        target = downsample_probs(onehot, feats[0].shape[-2:]).to(feats[0].device)
+        size = scaled_size(int(self.frames.shape[1]), int(self.frames.shape[2]), self.scale)
+        target = _colour_probs(model, self.frames[self.chain[0]], size,
+                               feats[0].shape[-2:]).to(feats[0].device)
         out = [float(torch.minimum(b, target).sum(0).mean())
                for b in _round_trip(model, feats, target, self.settings)]
         return float(np.mean(out))
-
-
-def _colour_classes(model: CorrFlowModel, frame: np.ndarray, size: tuple[int, int]
-                    ) -> torch.Tensor:
-    """(H, W, 3) uint8 frame -> (h, w) quantised (a, b) colour classes at ``size``."""
-    x = frames_to_tensor(np.asarray(frame)[None], "cpu")
-    if size != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                          antialias=True).clamp_(0, 1)
-    return quantise_ab(rgb_to_lab(x), model.centroids.detach().cpu())[0]
 
 
 class ColourForward:
@@ -188,13 +185,11 @@ class ColourForward:
     def score(self, model: CorrFlowModel) -> float:
         """Mean overlap sum_k min(p_k, q_k) of predicted and true colour distributions."""
         encode = FrameEncoder(model, self.frames, self.scale)
-        n_cls = model.centroids.shape[0]
         out = []
         for a, b in self.pairs:
             fa, fb = encode(a), encode(b)
-            onehots = [F.one_hot(_colour_classes(model, self.frames[t], self.size),
-                                 n_cls).permute(2, 0, 1) for t in (a, b)]
-            va, vb = (downsample_probs(o, fa.shape[-2:]).to(fa.device) for o in onehots)
+            va, vb = (_colour_probs(model, self.frames[t], self.size,
+                                    fa.shape[-2:]).to(fa.device) for t in (a, b))
             pred = attend_as_inference(model, fb[None], fa[None], va[None],
                                        self.settings.radius, self.settings.topk)[0]
             out.append(float(torch.minimum(pred, vb).sum(0).mean()))
