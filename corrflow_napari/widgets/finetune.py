@@ -1,10 +1,11 @@
 """The "Fine-tune model" dock widget: fine-tunes a copy of the model on the loaded clip
-(the core's ``training.finetune``: the clip's colours plus the frames painted in the
-chosen Labels layer) in a worker thread. It shows the measured s/step and time left, a
-live loss curve (Advanced), says whether the held-out check kept the fine-tuned or the
-starting weights, and "Use for propagation" switches the other docks to the new file.
-The output path is shown before starting: next to the video (numbered, never an
-existing file unless the user confirms), else in the user data folder.
+(the core's ``training.finetune``: the masks painted in the chosen Labels layer, or the
+clip's colours when none is painted) in a worker thread. It shows the measured s/step
+and time left, a live loss curve (Advanced), says whether the held-out check kept the
+fine-tuned or the starting weights, and "Use for propagation" switches the other docks
+to the new file. The output path is shown before starting: next to the video
+(numbered, never an existing file unless the user confirms), else in the user data
+folder.
 """
 from __future__ import annotations
 
@@ -189,8 +190,8 @@ class FinetuneWidget(RunsInBackground, QWidget):
         self.use_btn = QPushButton("Use for propagation")
         self.use_btn.setEnabled(False)
         self.rate_label = QLabel()
-        self.status = QLabel("Fine-tunes a copy of the model on this clip: its colours and "
-                             "the frames you painted.")
+        self.status = QLabel("Fine-tunes a copy of the model on this clip: the masks you "
+                             "painted, or its colours when nothing is painted.")
         self.status.setWordWrap(True)
         self.weights = WeightsBox(lab=False, scratch=True, follow_shared=False)
         self.device = device_combo()
@@ -342,7 +343,7 @@ class FinetuneWidget(RunsInBackground, QWidget):
         self.use_btn.setEnabled(False)
         self._rate, self._last_step, self._t_start = None, 0, time.perf_counter()
         self.rate_label.setText("")
-        learn = (f"colours + painted frames {', '.join(map(str, sorted(keyframes)))}"
+        learn = (f"the painted masks of frame(s) {', '.join(map(str, sorted(keyframes)))}"
                  if keyframes else "colours only")
         self.status.setText(f"Fine-tuning {describe_weights(job.weights)} ({learn}) for "
                             + (f"{steps} steps" if steps else f"{minutes:g} min")
