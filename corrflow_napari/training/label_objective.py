@@ -37,7 +37,7 @@ from ..errors import InputError
 from ..model.attention import restricted_attention
 from ..model.colour import colour_jitter
 from ..model.features import CorrFlowModel, lab_features
-from ..propagation import PropagationSettings, resize_nearest, scaled_size
+from ..propagation import PropagationSettings, downsample_probs, resize_nearest, scaled_size
 from ..working_resolution import working_scale
 
 
@@ -321,8 +321,9 @@ def soft_cross_entropy(probs: torch.Tensor, target: torch.Tensor, eps: float) ->
 
 
 def _pool(labels: torch.Tensor, hw) -> torch.Tensor:
-    """(B, K, H, W) soft labels -> (B, K, h, w) 4x4 averages (feature resolution)."""
-    return F.avg_pool2d(labels, 4, 4, ceil_mode=True)[:, :, :hw[0], :hw[1]]
+    """(B, K, H, W) soft labels -> (B, K, h, w) 4x4 averages (feature resolution), as
+    propagation downsamples keyframe labels."""
+    return downsample_probs(labels.flatten(0, 1), hw).view(*labels.shape[:2], *hw)
 
 
 def pairs_loss(model: CorrFlowModel, pairs: LabelPairs, term: LabelTerm) -> torch.Tensor:
