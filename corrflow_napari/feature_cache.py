@@ -154,6 +154,14 @@ def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
     return max(4, int(round(h * scale))), max(4, int(round(w * scale)))
 
 
+def resize_rgb8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, h, w, 3) uint8 at ``size`` (antialiased bilinear, rounded):
+    how frames are brought to the working resolution before they are encoded."""
+    x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=tuple(size), mode="bilinear",
+                      align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 class FrameEncoder:
     """Encodes frame t (uint8 (H, W, 3)) to (C, h, w) features, resizing by ``scale``.
 
@@ -195,10 +203,7 @@ class FrameEncoder:
         self.count += 1
         x = torch.from_numpy(np.ascontiguousarray(frame))[None]
         if self.scale != 1.0:
-            h, w = scaled_size(frame.shape[0], frame.shape[1], self.scale)
-            x = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
-                              align_corners=False, antialias=True)
-            x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            x = resize_rgb8(x, scaled_size(frame.shape[0], frame.shape[1], self.scale))
         if self._cpu_model is None:
             try:
                 return self.model.encode(x)[0]

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..feature_cache import resize_rgb8
 from ..model.attention import restricted_attention
 from ..model.colour import colour_jitter
 from ..model.features import CorrFlowModel, lab_features
@@ -158,11 +159,9 @@ class KeyframeSet:
         if x is None:
             from ..io import to_rgb8
             x = torch.from_numpy(np.ascontiguousarray(to_rgb8(self.video[t], scale=(0, 255))))
-            x = x.permute(2, 0, 1)
             if self.size != self.full_hw:
-                x = F.interpolate(x[None].float(), size=self.size, mode="bilinear",
-                                  align_corners=False, antialias=True)[0]
-                x = x.round().clamp(0, 255).to(torch.uint8)
+                x = resize_rgb8(x[None], self.size)[0]
+            x = x.permute(2, 0, 1)
             if len(self._cache) >= 64:
                 self._cache.clear()
             self._cache[t] = x
