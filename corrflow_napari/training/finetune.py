@@ -141,9 +141,10 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     Stops after ``iters`` steps, after ``minutes`` of wall time (the held-out check
     included), or when ``cancel`` is set (whichever comes first; neither given:
     ``config.iters``). The fine-tuned copy holds the weights of lowest running-mean loss
-    (window ``config.mean_window``). With ``check`` the held-out check is measured
-    before and after (:mod:`.finetune_check`): when it does not improve, the result is a
-    copy of the starting weights (``kept_start``). The result's model is in eval mode
+    (window ``config.mean_window``). With ``check`` the held-out check and the forward
+    colour guard are measured before and after (:mod:`.finetune_check`): when the check
+    does not improve or the guard gets worse, the result is a copy of the starting
+    weights (``kept_start``). The result's model is in eval mode
     on ``model``'s device; the original model (and its file) is never modified.
     With ``out`` the best weights are saved there atomically after an improvement (at
     most every 10 s) and the kept weights at the end, so a crash leaves the last good
