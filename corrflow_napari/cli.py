@@ -55,8 +55,8 @@ def _settings_args(p: argparse.ArgumentParser, tracking: bool = False,
     if not tracking:
         add_arguments(p, PropagationSettings, skip=skip)
         return
-    from .tracking import TrackSettings
-    add_arguments(p, TrackSettings().propagation, skip=("max_keyframes", "fusion"))
+    from .tracking import MASK_ONLY_OPTIONS, TrackSettings
+    add_arguments(p, TrackSettings().propagation, skip=MASK_ONLY_OPTIONS)
     add_arguments(p, TrackSettings)
 
 

@@ -38,7 +38,7 @@ def object_mass(values: torch.Tensor) -> torch.Tensor:
     return values[1:].clamp(0, 1).sum(dim=(1, 2))
 
 
-def _hard(values: torch.Tensor) -> torch.Tensor:
+def object_cells(values: torch.Tensor) -> torch.Tensor:
     """(V, h, w) -> (V-1, h, w) bool: where each object wins the argmax."""
     win = values.argmax(0)
     return win[None] == torch.arange(1, values.shape[0], device=values.device)[:, None, None]
@@ -70,7 +70,7 @@ def measures(values: torch.Tensor, ref_mass: torch.Tensor, forward: torch.Tensor
     forward/backward: each side's soft labels when the frame lies between two keyframes.
     """
     p = values[1:].clamp(0, 1)
-    hard = _hard(values)
+    hard = object_cells(values)
     out = {"soft_iou": _iou(p, hard)}
     near = (p >= 0.1) | hard
     n_near = near.sum(dim=(1, 2)).clamp_min(1)
@@ -83,7 +83,7 @@ def measures(values: torch.Tensor, ref_mass: torch.Tensor, forward: torch.Tensor
     ratio = (mass + _EPS) / (ref_mass.to(mass) + _EPS)
     out["mass"] = torch.minimum(ratio, 1 / ratio)
     if forward is not None and backward is not None:
-        out["agreement"] = _iou(_hard(forward), _hard(backward))
+        out["agreement"] = _iou(object_cells(forward), object_cells(backward))
     else:
         out["agreement"] = torch.ones_like(mass)
     out["soft_iou*mass"] = out["soft_iou"] * out["mass"]

@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from . import confidence as conf
 from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, scaled_size
+from .keyframe_masks import check_keyframes
 from .model.attention import ReferenceTiles, attend, prepare_reference
 from .model.features import FeatureExtractor
 from .options import option
+from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
 from .schedule import affected_range, plan_chains, schedule
 from .working_resolution import at_working_resolution
 
@@ -77,6 +79,9 @@ class PropagationSettings:
         "frames between two keyframes: distance = both sides weighted by nearness; "
         "confidence = also by each side's confidence; one-sided = forward only",
         choices=FUSIONS))
+    follow: bool = field(default=True, metadata=option(
+        "also match the keyframe moved to where its objects are now (finds fast or "
+        "hidden objects again); 0 = the keyframe where it was painted only"))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
@@ -170,7 +175,7 @@ def _side_keys(seeds: dict[int, torch.Tensor], settings: PropagationSettings):
     when other keyframes are references too (``max_keyframes`` > 1)."""
     if settings.max_keyframes > 1:
         return None
-    sig = (settings.radius, settings.topk, settings.n_recent)
+    sig = (settings.radius, settings.topk, settings.n_recent, settings.follow)
     digest = {k: hashlib.blake2b(v.detach().cpu().numpy().tobytes(), digest_size=8).hexdigest()
               for k, v in seeds.items()}
     return lambda source, forward: ("side", forward, source, digest[source], sig)
@@ -214,16 +219,36 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
         others = sorted((k for k in keys if k != source), key=lambda k: abs(k - t))
         return [source] + others[:max(0, settings.max_keyframes - 1)]
 
-    def tiled(feat: torch.Tensor) -> list[ReferenceTiles]:
+    def tiled(feat: torch.Tensor, valid: torch.Tensor | None = None) -> list[ReferenceTiles]:
         """One tiled reference per affinity group."""
         return [prepare_reference(feat[None, g.start:g.stop], radius=settings.radius,
-                                  metric=g.metric) for g in groups]
+                                  metric=g.metric,
+                                  ref_valid=None if valid is None else valid[None])
+                for g in groups]
+
+    moved_tiled: dict = {}                # (keyframe, shift, objects) -> (tiles, values)
+
+    def moved_refs(k: int, shifts: dict) -> list[tuple[list[ReferenceTiles], torch.Tensor]]:
+        """Keyframe k moved to where its objects are now (see :mod:`.reference_shift`)."""
+        out = []
+        for shift, objects in moved_groups(seeds[k], shifts):
+            key = (k, shift, objects)
+            if key not in moved_tiled:
+                if len(moved_tiled) > 2 * MAX_MOVED:
+                    del moved_tiled[next(iter(moved_tiled))]
+                feat = encode(k)
+                feat, vals, usable = moved_keyframe(feat, seeds[k].to(feat.device), shift,
+                                                    objects)
+                moved_tiled[key] = (tiled(feat, usable), vals)
+            out.append(moved_tiled[key])
+        return out
 
     def chain(source: int, targets: list[int]):
         """Yields (t, values) along one chain; ends early on cancel."""
         nonlocal done
         recent: deque = deque(maxlen=max(0, settings.n_recent))     # (t, values)
         recent_tiled: dict[int, list[ReferenceTiles]] = {}
+        last_seen: dict = {}              # object -> its last shift (reference_shift)
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return
@@ -242,8 +267,13 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     if r not in recent_tiled:
                         recent_tiled[r] = tiled(encode(r))
                 ref_tiles = [key_tiled[k] for k in refs] + [recent_tiled[r] for r, _ in recent]
-                ref_vals = torch.stack([seeds[k].to(feat.device) for k in refs]
-                                       + [v for _, v in recent])[None]
+                key_vals = [seeds[k].to(feat.device) for k in refs]
+                if settings.follow and recent:
+                    for tiles, mv in moved_refs(source, object_shifts(
+                            seeds[source], recent[-1][1], last_seen)):
+                        ref_tiles.insert(1, tiles)
+                        key_vals.insert(1, mv)
+                ref_vals = torch.stack(key_vals + [v for _, v in recent])[None]
                 vals = sum(g.weight * _attend_oom_safe(
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
                     temperature=g.temperature, topk=settings.topk,
@@ -337,37 +367,6 @@ def _argmax0(x: torch.Tensor) -> torch.Tensor:
     return idx
 
 
-def _check_keyframes(keyframes: dict, t_total: int, h: int, w: int) -> dict[int, np.ndarray]:
-    if not keyframes:
-        raise InputError("no keyframe mask given; paint at least one frame (or pass --mask).")
-    out = {}
-    for t, m in keyframes.items():
-        t = int(t)
-        if not -t_total <= t < t_total:
-            raise InputError(f"keyframe {t} is out of range: the video has {t_total} frames "
-                             f"(0..{t_total - 1}).")
-        t = t % t_total
-        m = np.asarray(m)
-        if m.shape != (h, w):
-            raise InputError(f"mask for frame {t} is {m.shape[1] if m.ndim > 1 else '?'}x"
-                             f"{m.shape[0]} but the video frames are {w}x{h}; "
-                             "give a mask of the video's size.")
-        if not np.issubdtype(m.dtype, np.integer) and m.dtype != bool:
-            if not np.all(np.mod(m, 1) == 0):
-                raise InputError(f"mask for frame {t} holds non-integer values; "
-                                 "give integer object ids (0 = background).")
-        if np.any(m < 0):
-            raise InputError(f"mask for frame {t} has negative ids; use 0 for background "
-                             "and 1..N for objects.")
-        if t in out:
-            raise InputError(f"two masks given for frame {t}; give one mask per frame.")
-        out[t] = m.astype(np.int64)
-    if not any(np.any(m > 0) for m in out.values()):
-        raise InputError("the keyframe masks contain no object (all pixels are 0); "
-                         "paint at least one object.")
-    return out
-
-
 def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
               progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
               settings: PropagationSettings | None = None, start: int = 0,
@@ -390,7 +389,7 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     """
     settings = settings or PropagationSettings()
     t_total, h, w = check_frames(frames)
-    keys = _check_keyframes(keyframes, t_total, h, w)
+    keys = check_keyframes(keyframes, t_total, h, w)
     settings = at_working_resolution(settings, h, w, keys)   # scale: max_size, small objects
     ids = np.unique(np.concatenate([np.unique(m) for m in keys.values()]))
     ids = np.union1d([0], ids)                                 # channel 0 = background

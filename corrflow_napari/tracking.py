@@ -33,6 +33,7 @@ from .propagation import (
     resize_nearest,
     scaled_size,
 )
+from .reference_shift import shift_cells
 from .working_resolution import at_working_resolution
 
 MOTIONS = ("velocity", "position", "none")
@@ -51,14 +52,19 @@ def _tracking_propagation() -> PropagationSettings:
     return PropagationSettings(topk=3)
 
 
+# PropagationSettings fields that only concern masks: points have one keyframe per group
+# (no second side to fuse) and move their references with ``motion`` instead of ``follow``
+MASK_ONLY_OPTIONS = ("max_keyframes", "fusion", "follow")
+
+
 @dataclass(frozen=True)
 class TrackSettings:
     """Keypoint tracking: the propagation engine's settings plus the Gaussian seed width,
     read-out, visibility, object-mask gating, reference motion and patch context.
 
     Defaults chosen by measurement on the BADJA dev sequences (``corrflow eval-badja``);
-    the numbers are in docs/measurements-tracking.md. Of ``propagation``, every field but
-    ``max_keyframes`` applies (each group of points has one keyframe: its own frame).
+    the numbers are in docs/measurements-tracking.md. Of ``propagation``, the fields in
+    :data:`MASK_ONLY_OPTIONS` do not apply.
     """
 
     propagation: PropagationSettings = field(default_factory=_tracking_propagation)
@@ -165,19 +171,6 @@ def _context_features(feat: torch.Tensor, c: int) -> torch.Tensor:
     return cols / k
 
 
-def _shift_cells(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """(..., h, w) moved by (dy, dx) cells: out[y + dy, x + dx] = x[y, x]; zeros enter."""
-    if dy == 0 and dx == 0:
-        return x
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
 def _attend_roi(groups: list[AffinityGroup], feats: list[torch.Tensor],
                 ref_feats: list[torch.Tensor], ref_vals: torch.Tensor,
                 settings: PropagationSettings, eps: float) -> torch.Tensor:
@@ -253,7 +246,7 @@ def _track_group(model: FeatureExtractor, encode: FrameEncoder, chains: list[lis
         if ts.motion == "none":
             return feats, vals
         dy, dx = (int(v) for v in torch.round((target - cyx).median(0).values).tolist())
-        return [_shift_cells(f, dy, dx) for f in feats], _shift_cells(vals, dy, dx)
+        return [shift_cells(f, dy, dx) for f in feats], shift_cells(vals, dy, dx)
 
     key_feat = features(t0)
     done = 0

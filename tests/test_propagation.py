@@ -235,7 +235,9 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
 
 def test_user_facing_propagation_options():
     assert [o.name for o in options(PropagationSettings)] == [
-        "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion"]
+        "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow"]
+    follow = {o.name: o for o in options(PropagationSettings)}["follow"]
+    assert follow.kind is bool and follow.default is True
     fusion = {o.name: o for o in options(PropagationSettings)}["fusion"]
     assert fusion.default == "distance" and "one-sided" in fusion.choices
     topk = {o.name: o for o in options(PropagationSettings)}["topk"]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..feature_cache import resize_rgb8
+from ..keyframe_masks import check_keyframes
 from ..model.attention import restricted_attention
 from ..model.colour import colour_jitter
 from ..model.features import CorrFlowModel, lab_features
@@ -93,22 +94,13 @@ class LabelCycles(NamedTuple):
 
 
 def _check_keyframes(frames, keyframes: dict) -> dict[int, np.ndarray]:
-    """{t: (H, W) int ids} with t in range, the frame's size and at least one object."""
-    if not keyframes:
-        raise InputError("no painted keyframe: paint at least one object on a frame.")
-    n, h, w = len(frames), int(frames.shape[1]), int(frames.shape[2])
-    out = {}
-    for t, m in sorted(keyframes.items()):
-        m = np.asarray(m)
-        if not -n <= int(t) < n:
-            raise InputError(f"keyframe {t} is out of range: the video has {n} frames.")
-        if m.shape != (h, w):
-            raise InputError(f"the mask of keyframe {t} is {m.shape[1]}x{m.shape[0]}, the "
-                             f"frames {w}x{h}; give masks of the frame size.")
+    """:func:`~corrflow_napari.keyframe_masks.check_keyframes`, and each mask must hold an
+    object (an empty painted frame teaches nothing)."""
+    out = check_keyframes(keyframes, len(frames), int(frames.shape[1]), int(frames.shape[2]))
+    for t, m in sorted(out.items()):
         if not m.any():
             raise InputError(f"the mask of keyframe {t} has no object (all 0).")
-        out[int(t) % n] = m.astype(np.int64)
-    return out
+    return dict(sorted(out.items()))
 
 
 class KeyframeSet:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..model.cache import describe_weights, get_model
-from ..tracking import TrackSettings
+from ..tracking import MASK_ONLY_OPTIONS, TrackSettings
 from ._dock import compact_body, hbox
 from ._pickers import LayerCombo, WeightsBox, device_combo
 from ._run import Outcome, RunsInBackground, WidgetRun
@@ -86,8 +86,8 @@ class TrackWidget(RunsInBackground, QWidget):
         self.device = device_combo()
         # each group of points has one keyframe (its own frame): the keyframe options
         # of masks (how many references, how two sides are fused) do not apply
-        self.advanced = SettingsForm(TrackSettings(), skip=("propagation.max_keyframes",
-                                                            "propagation.fusion"))
+        self.advanced = SettingsForm(TrackSettings(), skip=tuple(
+            f"propagation.{name}" for name in MASK_ONLY_OPTIONS))
         self.advanced.body.layout().insertRow(0, "device", self.device)
         self.track_btn = QPushButton("Track")
         self.retrack_btn = QPushButton("Re-track from here")

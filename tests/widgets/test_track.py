@@ -63,7 +63,8 @@ def test_track_advanced_settings_reach_the_core(make_napari_viewer, qtbot, small
     assert not w.advanced.expanded
     # the options of mask keyframes do not apply to points: no editor for them
     assert "propagation.n_recent" in w.advanced.editors
-    assert not {"propagation.fusion", "propagation.max_keyframes"} & set(w.advanced.editors)
+    mask_only = {"propagation.fusion", "propagation.max_keyframes", "propagation.follow"}
+    assert not mask_only & set(w.advanced.editors)
     seen = []
     core = tracking.track_points
 
