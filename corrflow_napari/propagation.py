@@ -4,6 +4,8 @@ label propagation on top of it (numpy in, numpy out; keypoints: :mod:`.tracking`
 Labels are carried as per-object probabilities at feature resolution (1/4 of the frame),
 copied from a reference memory through restricted attention:
   * every keyframe (the user's painted frames; the nearest ``max_keyframes`` in time),
+  * with ``follow``, the chain's keyframe moved to where its objects are now
+    (:mod:`.reference_shift`),
   * the last ``n_recent`` frames propagated in the current chain (soft labels).
 Schedule: a frame t between keyframes a < t < b gets the forward chain from a and the
 backward chain from b, fused (``fusion``: weights (b - t) / (b - a) for a's side, or also
