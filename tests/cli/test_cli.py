@@ -117,16 +117,17 @@ def test_propagate_davis_folder_with_correction_keyframe(tmp_path, capsys):
 def test_settings_flags():
     parser = build_parser()
     a = parser.parse_args(["propagate", "v", "--mask", "m.png", "--out", "o", "--topk", "none",
-                           "--max-keyframes", "2"])
+                           "--max-keyframes", "2", "--follow", "0"])
     s = _settings(a)
-    assert (s.topk, s.max_keyframes, s.n_recent) == (None, 2, 3)
+    assert (s.topk, s.max_keyframes, s.n_recent, s.follow) == (None, 2, 3, False)
     a = parser.parse_args(["track", "v", "--points", "p.csv", "--out", "t.csv", "--n-recent",
                            "5", "--motion", "position", "--visible-threshold", "0.2"])
     t = _track_settings(a)
     assert (t.motion, t.visible_threshold, t.mask_power) == ("position", 0.2, 1.0)
     assert (t.propagation.n_recent, t.propagation.topk) == (5, 3)   # tracking's own top-3
-    with pytest.raises(SystemExit):                  # a point's keyframe is its own frame
-        parser.parse_args(["track", "v", "--points", "p", "--out", "o", "--max-keyframes", "2"])
+    for mask_only in (["--max-keyframes", "2"], ["--follow", "0"]):   # points: own keyframe
+        with pytest.raises(SystemExit):                                # and their own motion
+            parser.parse_args(["track", "v", "--points", "p", "--out", "o", *mask_only])
 
 
 def track_squares(tmp_path, capsys, points_csv: str) -> tuple[str, list[str]]:
