@@ -82,13 +82,20 @@ def moved_groups(key_values: torch.Tensor, shifts: dict[int, tuple[int, int]]
 
 
 def moved_keyframe(feat: torch.Tensor, key_values: torch.Tensor, shift: tuple[int, int],
-                   objects: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The keyframe's features (C, h, w) and labels (V, h, w) moved by ``shift``, and the
-    (1, h, w) 0/1 map of usable cells: not where nothing moved in, and not the cells of
-    objects outside ``objects`` (they moved otherwise; their labels must not go along)."""
-    others = [o - 1 for o in range(1, key_values.shape[0]) if o not in objects]
-    usable = torch.ones_like(feat[:1])
-    if others:
-        usable = usable * ~object_cells(key_values)[others].any(0, keepdim=True)
+                   objects: tuple[int, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The keyframe's features (C, h, w) and labels (V, h, w) moved by ``shift`` (where
+    nothing moves in, the keyframe as it is), and the (1, h, w) 0/1 map of usable cells:
+    not the cells of objects outside ``objects`` (they moved otherwise; their labels
+    must not go along); None when every cell is usable (no mask for the attention)."""
     dy, dx = shift
-    return shift_cells(feat, dy, dx), shift_cells(key_values, dy, dx), shift_cells(usable, dy, dx)
+    entered = 1 - shift_cells(torch.ones_like(feat[:1]), dy, dx)      # nothing moved in
+
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return shift_cells(x, dy, dx) + entered * x
+
+    others = [o - 1 for o in range(1, key_values.shape[0]) if o not in objects]
+    usable = None
+    if others:
+        usable = move((~object_cells(key_values)[others].any(0, keepdim=True)).to(feat.dtype))
+    return move(feat), move(key_values), usable

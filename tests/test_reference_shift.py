@@ -50,7 +50,10 @@ def test_moved_groups_and_moved_keyframe_keep_other_objects_labels_in_place():
     torch.testing.assert_close(f[:, 9:13, 10:14], feat[:, 5:9, 6:10])
     assert (v[1, 9:13, 10:14] == 1).all() and (v[3, 6:8, 34:36] == 1).all()
     assert (usable[0, 24:28, 34:38] == 0).all()           # object 2's cells (moved): unusable
-    assert (usable[0, :4] == 0).all() and usable[0, 10, 10] == 1
+    torch.testing.assert_close(f[:, :4], feat[:, :4])     # nothing moved in: the keyframe
+    assert usable[0, 10, 10] == 1 and usable[0, 0, 0] == 1
+    _, _, single = moved_keyframe(feat, _labels(30, 40, [(5, 6, 4)]), (4, 4), (1,))
+    assert single is None                                 # one object: no mask needed
     assert moved_groups(key, {1: (0, 0), 2: (0, 0), 3: (0, 0)}) == []
 
 
