@@ -38,9 +38,20 @@ def object_mass(values: torch.Tensor) -> torch.Tensor:
     return values[1:].clamp(0, 1).sum(dim=(1, 2))
 
 
+def argmax_channels(x: torch.Tensor) -> torch.Tensor:
+    """(V, h, w) -> (h, w) int64: ``x.argmax(0)`` (first maximum wins ties) as a running
+    comparison, an order of magnitude faster for a few channels than the reduction."""
+    best = x[0]
+    idx = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device)
+    for v in range(1, x.shape[0]):
+        idx.masked_fill_(x[v] > best, v)
+        best = torch.maximum(best, x[v])
+    return idx
+
+
 def object_cells(values: torch.Tensor) -> torch.Tensor:
     """(V, h, w) -> (V-1, h, w) bool: where each object wins the argmax."""
-    win = values.argmax(0)
+    win = argmax_channels(values)
     return win[None] == torch.arange(1, values.shape[0], device=values.device)[:, None, None]
 
 

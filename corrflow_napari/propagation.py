@@ -251,6 +251,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
         recent: deque = deque(maxlen=max(0, settings.n_recent))     # (t, values)
         recent_tiled: dict[int, list[ReferenceTiles]] = {}
         last_seen: dict = {}              # object -> its last shift (reference_shift)
+        shifts: dict = {}                 # each object's shift in the previous frame
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return
@@ -270,9 +271,8 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                         recent_tiled[r] = tiled(encode(r))
                 ref_tiles = [key_tiled[k] for k in refs] + [recent_tiled[r] for r, _ in recent]
                 key_vals = [seeds[k].to(feat.device) for k in refs]
-                if settings.follow and recent:
-                    for tiles, mv in moved_refs(source, object_shifts(
-                            seeds[source], recent[-1][1], last_seen)):
+                if shifts:
+                    for tiles, mv in moved_refs(source, shifts):
                         ref_tiles.insert(1, tiles)
                         key_vals.insert(1, mv)
                 ref_vals = torch.stack(key_vals + [v for _, v in recent])[None]
@@ -285,6 +285,8 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     recent_tiled[t] = tiled(feat)
                 if stored is not None:
                     cache.put(stored, vals)
+            if settings.follow and settings.n_recent:   # for the next frame; cached too
+                shifts = object_shifts(seeds[source], vals, last_seen)
             if settings.n_recent:
                 recent.append((t, vals))
                 kept = {q for q, _ in recent}
@@ -358,17 +360,6 @@ def label_dtype(max_id: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def _argmax0(x: torch.Tensor) -> torch.Tensor:
-    """``x.argmax(0)`` for a few channels (first maximum wins ties), as a running
-    comparison: an order of magnitude faster than a reduction over the outer dimension."""
-    best = x[0]
-    idx = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device)
-    for v in range(1, x.shape[0]):
-        idx.masked_fill_(x[v] > best, v)
-        best = torch.maximum(best, x[v])
-    return idx
-
-
 def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
               progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
               settings: PropagationSettings | None = None, start: int = 0,
@@ -414,7 +405,7 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
 
     def write(s: FrameSides) -> None:
         probs = _upsample(s.values, (h, w), settings.scale)
-        lab = ids_t[_argmax0(probs)].cpu().numpy().astype(out.dtype)
+        lab = ids_t[conf.argmax_channels(probs)].cpu().numpy().astype(out.dtype)
         out[s.t] = lab
         record(s)
         if on_frame is not None:

@@ -91,3 +91,19 @@ def test_followed_keyframe_finds_the_object_again_after_it_was_hidden(lab):
     # it, the keyframe moved to where it was last seen can
     assert all(_iou(fixed[t] == 1, gt[t] == 1) < 0.1 for t in range(12, 24))
     assert all(_iou(followed[t] == 1, gt[t] == 1) > 0.9 for t in range(12, 24))
+
+
+def test_chain_resumed_from_the_cache_remembers_where_a_hidden_object_was(lab):
+    # a first run stops while the object is hidden (frames 9-10); a second run over the
+    # whole clip takes frames 1-10 from the cache and must still look for the object
+    # where it was last seen (frame 8), exactly as a fresh run does
+    from corrflow_napari.feature_cache import FeatureCache
+    from corrflow_napari.propagation import propagate
+
+    frames, gt = occluded_runner()
+    cache = FeatureCache()
+    propagate(lab, frames, {0: gt[0]}, stop=11, cache=cache, video_key="clip")
+    resumed = propagate(lab, frames, {0: gt[0]}, cache=cache, video_key="clip").labels
+    fresh = propagate_labels(lab, frames, {0: gt[0]})
+    np.testing.assert_array_equal(resumed, fresh)
+    assert all(_iou(resumed[t] == 1, gt[t] == 1) > 0.9 for t in range(12, 24))

@@ -59,8 +59,8 @@ class ReferenceTiles(NamedTuple):
     so a propagation loop tiles each frame's features once, not once per use.
     """
 
-    tiles: torch.Tensor                 # (B*nT, C, (tile+2M)^2) overlapping feature blocks
-    sqnorm: torch.Tensor | None         # (B*nT, (tile+2M)^2) |r|^2 ("negsqdist" only)
+    tiles: torch.Tensor                 # (B*nT, C, (tile+2M)^2) overlapping feature blocks;
+                                        # "negsqdist": C+1 channels, the last -|r|^2
     invalid: torch.Tensor | None        # (B*nT, tile^2, (2M+1)^2) bool, None: geometry only
     batch: int
     channels: int
@@ -85,9 +85,20 @@ class _Geometry(NamedTuple):
     flat: dict                  # (chunk tiles, R) -> index of the window logits
 
 
+def _normal_tensors(fn):
+    """Build cached index tables as normal tensors even when first asked for under
+    ``torch.inference_mode`` (an inference tensor cannot be saved for a later backward)."""
+    def wrapper(*args):
+        with torch.inference_mode(False):
+            return fn(*args)
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
 _GEOMETRY: dict = {}
 
 
+@_normal_tensors
 def _geometry(h: int, w: int, radius: int, tile: int, device) -> _Geometry:
     """Index tables for a frame size (cached)."""
     key = (h, w, radius, tile, str(device))
@@ -121,6 +132,7 @@ def _geometry(h: int, w: int, radius: int, tile: int, device) -> _Geometry:
     return geo
 
 
+@_normal_tensors
 def _window_index(geo: _Geometry, nc: int, r_n: int, t2: int, k2: int, device) -> torch.Tensor:
     """Flat index taking logits laid out (R, nc, t2, k2) to windows (nc, t2, R, W2)."""
     idx = geo.flat.get((nc, r_n))
@@ -138,6 +150,19 @@ def _window_index(geo: _Geometry, nc: int, r_n: int, t2: int, k2: int, device) -
     return idx
 
 
+def _windows(logits: torch.Tensor, tile: int) -> torch.Tensor:
+    """Block logits (R, nT, tile^2, k^2) -> every target's R windows (nT, tile^2, R, W2),
+    a copy of a strided view (target (qy, qx)'s window is rows qy.. and columns qx.. of
+    its own k x k block: an affine address, 2x faster than an index gather)."""
+    r_n, n_t, t2, k2 = logits.shape
+    k = math.isqrt(k2)
+    win = k - tile + 1
+    view = logits.as_strided((r_n, n_t, tile, tile, win, win),
+                             (n_t * t2 * k2, t2 * k2, tile * k2 + k, k2 + 1, k, 1),
+                             logits.storage_offset())
+    return view.permute(1, 2, 3, 0, 4, 5).reshape(n_t, t2, r_n, win * win)
+
+
 def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", tile: int = 8,
                       ref_valid: torch.Tensor | None = None) -> ReferenceTiles:
     """Tile one reference frame's features ``(B, C, H, W)`` for :func:`attend`.
@@ -149,15 +174,16 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
     b, c, h, w = ref.shape
     hp, wp = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
     k2 = (tile + 2 * radius) ** 2
-    tiles = _tiles(ref, tile, radius, hp, wp).reshape(-1, c, k2)               # B*nT, C, k2
-    sq = (tiles * tiles).sum(1) if metric == "negsqdist" else None
+    if metric == "negsqdist":       # logit 2<q, r> - |r|^2 as one product: [2q, 1].[r, -|r|^2]
+        ref = torch.cat([ref, -(ref * ref).sum(1, keepdim=True)], 1)
+    tiles = _tiles(ref, tile, radius, hp, wp).reshape(-1, ref.shape[1], k2)   # B*nT, C, k2
     invalid = None
     if ref_valid is not None:
         geo = _geometry(h, w, radius, tile, ref.device)
         inside = _tiles(ref_valid.reshape(b, 1, h, w).to(ref.dtype), tile, radius, hp, wp)
         inside = inside.reshape(-1, k2)[:, geo.widx]                            # B*nT,t2,W2
         invalid = (inside <= 0.5) | geo.invalid.repeat(b, 1, 1)
-    return ReferenceTiles(tiles, sq, invalid, b, c, h, w, radius, tile, metric)
+    return ReferenceTiles(tiles, invalid, b, c, h, w, radius, tile, metric)
 
 
 def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Tensor,
@@ -196,7 +222,10 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
     w2 = (2 * radius + 1) ** 2
     grad = torch.is_grad_enabled() and (query.requires_grad or values.requires_grad
                                         or any(r.tiles.requires_grad for r in refs))
-    q_t = _tiles(query, tile, 0, hp, wp).reshape(big_t, c, t2).transpose(1, 2).contiguous()
+    q_t = _tiles(query, tile, 0, hp, wp).reshape(big_t, c, t2).transpose(1, 2)
+    if metric == "negsqdist":                       # [2q, 1] (see prepare_reference)
+        q_t = torch.cat([2 * q_t, q_t.new_ones(big_t, t2, 1)], 2)
+    q_t = q_t.contiguous()
     use_topk = topk is not None and topk < r_n * w2
     plen = geo.hpad * geo.wpad
     if use_topk:   # values as a flat (B*R*Hpad*Wpad, V) table, gathered at the chosen entries
@@ -229,20 +258,14 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
         if grad:
             lg = []
             for r in refs:
-                x = torch.bmm(q, r.tiles[i0:i1])
-                if metric == "negsqdist":
-                    x = 2 * x - r.sqnorm[i0:i1, None, :]
-                lg.append(x)
+                lg.append(torch.bmm(q, r.tiles[i0:i1]))
             logits = torch.stack(lg)
         else:
             logits = torch.empty(r_n, nc, t2, k2, dtype=dtype, device=dev)
             for j, r in enumerate(refs):
                 torch.bmm(q, r.tiles[i0:i1], out=logits[j])
-                if metric == "negsqdist":
-                    logits[j].mul_(2).sub_(r.sqnorm[i0:i1, None, :])
-        idx = _window_index(geo, nc, r_n, t2, k2, dev)
-        g = logits.reshape(-1).index_select(0, idx).reshape(rows, r_n * w2)    # rows, R*W2
-        if temperature != 1.0:
+        g = _windows(logits, tile).reshape(rows, r_n * w2)                    # rows, R*W2
+        if temperature != 1.0 and not use_topk:     # top-k: only the chosen k are divided
             g = g / temperature if grad else g.div_(temperature)
         # masking: invalid (nc, t2, 1 or R, W2), or None when every entry is usable
         if per_ref:
@@ -266,7 +289,7 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
                         g4[lt].masked_fill_(invalid[lt], _NEG)
         if use_topk:
             vals, sel = g.topk(topk, dim=-1)                                    # rows, k
-            wts = torch.softmax(vals, dim=-1)
+            wts = torch.softmax(vals / temperature if temperature != 1.0 else vals, dim=-1)
             if invalid is not None:
                 entry = sel % w2
                 lookup = (torch.div(sel, w2, rounding_mode="floor") if invalid.shape[2] > 1
@@ -281,6 +304,7 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
         wts = torch.softmax(g, dim=-1)
         if invalid is not None:
             wts = (wts.reshape(nc, t2, r_n, w2) * (~invalid).to(wts.dtype)).reshape(rows, -1)
+        idx = _window_index(geo, nc, r_n, t2, k2, dev)
         if grad:
             full = torch.zeros(r_n * nc * t2 * k2, dtype=wts.dtype, device=dev)
             full = full.index_copy(0, idx.long(), wts.reshape(-1))

@@ -72,6 +72,24 @@ def test_gradients_match_direct():
         assert torch.allclose(a, t.grad, atol=1e-9)
 
 
+def test_training_after_inference_on_the_same_size():
+    # the index tables cached by a propagation (under inference_mode) serve a later
+    # fine-tuning step of the same size: they must be usable by autograd
+    g = torch.Generator().manual_seed(5)
+    q, refs, vals = (torch.randn(*s, generator=g) for s in
+                     ((1, 4, 13, 19), (1, 2, 4, 13, 19), (1, 2, 3, 13, 19)))
+    for topk in (None, 3):
+        with torch.inference_mode():
+            before = restricted_attention(q, refs, vals, radius=3, metric="negsqdist",
+                                          topk=topk, ref_valid=torch.ones(1, 2, 1, 13, 19))
+        qg = q.clone().requires_grad_()
+        out = restricted_attention(qg, refs, vals, radius=3, metric="negsqdist", topk=topk,
+                                   ref_valid=torch.ones(1, 2, 1, 13, 19))
+        out.sum().backward()
+        assert torch.allclose(out.detach(), before, atol=1e-6)
+        assert qg.grad is not None and torch.isfinite(qg.grad).all()
+
+
 def test_window_restricts_copying():
     """A value far outside the window can never be copied, however similar its feature."""
     h, w = 20, 20
