@@ -4,8 +4,10 @@ of every reference frame, centred on the same position (paper Section 3.3).
 The window is evaluated tile by tile: target positions are grouped into ``tile x tile``
 blocks and each block is compared, with one batched matmul per reference, to the
 ``(tile+2M) x (tile+2M)`` reference block around it. The (2M+1)^2 window of every target
-is then gathered from the block logits (one precomputed index), entries outside the frame
-are masked (only border tiles have any), and the softmax (optionally over the top-k only)
+is then read from the block logits (a strided view: an affine slice of the target's row;
+with "negsqdist" the logit 2<q, r> - |r|^2 is one product [2q, 1].[r, -|r|^2], the extra
+channel made once per reference), entries outside the frame are masked (only border
+tiles have any), and the softmax (optionally over the top-k only)
 is taken jointly over the R windows. With top-k, the k chosen values are gathered
 directly; without, the weights go back into the block and meet the tiled values in a
 matmul. No ``C x (2M+1)^2 x H x W`` unfold of the reference features is ever built: the
