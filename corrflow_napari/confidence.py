@@ -38,6 +38,18 @@ def object_mass(values: torch.Tensor) -> torch.Tensor:
     return values[1:].clamp(0, 1).sum(dim=(1, 2))
 
 
+def drop_faint(values: torch.Tensor, min_mass: float) -> torch.Tensor:
+    """(V, h, w) soft labels with object probabilities (channels 1..) below ``min_mass``
+    set to 0 and given to the background (channel 0); in place, returned."""
+    if min_mass <= 0 or values.shape[0] < 2:
+        return values
+    objects = values[1:]
+    faint = objects < min_mass
+    values[0] += (objects * faint).sum(0)
+    objects.masked_fill_(faint, 0)
+    return values
+
+
 def argmax_channels(x: torch.Tensor) -> torch.Tensor:
     """(V, h, w) -> (h, w) int64: ``x.argmax(0)`` (first maximum wins ties) as a running
     comparison, an order of magnitude faster for a few channels than the reduction."""

@@ -84,6 +84,10 @@ class PropagationSettings:
     follow: bool = field(default=True, metadata=option(
         "also match the keyframe moved to where its objects are now (finds fast or "
         "hidden objects again); 0 = the keyframe where it was painted only"))
+    min_mass: float = field(default=0.01, metadata=option(
+        "object probabilities below this are dropped from each propagated frame (the "
+        "attention then skips the cells far from every object); 0 = keep all",
+        minimum=0.0, maximum=0.5))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
@@ -137,7 +141,8 @@ def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float) -> to
 # --------------------------------------------------------------------------- engine
 
 
-def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, state: dict):
+def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, state: dict,
+                     skip_empty: bool = False):
     """:func:`attend` that, when the device runs out of memory, halves the number of
     tiles processed at once (down to 1) and retries, warning once; ``state['chunk']``
     keeps the reduced size for the rest of the video."""
@@ -145,7 +150,7 @@ def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, sta
         chunk = state.get("chunk", chunk_tiles)
         try:
             return attend(query, refs, values, temperature=temperature, topk=topk,
-                          chunk_tiles=chunk)
+                          chunk_tiles=chunk, skip_empty=skip_empty)
         except torch.OutOfMemoryError:
             if chunk == 1:
                 raise
@@ -177,7 +182,7 @@ def _side_keys(seeds: dict[int, torch.Tensor], settings: PropagationSettings):
     when other keyframes are references too (``max_keyframes`` > 1)."""
     if settings.max_keyframes > 1:
         return None
-    sig = (settings.radius, settings.topk, settings.n_recent, settings.follow)
+    sig = (settings.radius, settings.topk, settings.n_recent, settings.follow, settings.min_mass)
     digest = {k: hashlib.blake2b(v.detach().cpu().numpy().tobytes(), digest_size=8).hexdigest()
               for k, v in seeds.items()}
     return lambda source, forward: ("side", forward, source, digest[source], sig)
@@ -279,8 +284,9 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 vals = sum(g.weight * _attend_oom_safe(
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
                     temperature=g.temperature, topk=settings.topk,
-                    chunk_tiles=settings.chunk_tiles, state=oom)[0]
+                    chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=True)[0]
                     for i, g in enumerate(groups))
+                vals = conf.drop_faint(vals, settings.min_mass)
                 if settings.n_recent:
                     recent_tiled[t] = tiled(feat)
                 if stored is not None:

@@ -242,3 +242,15 @@ def test_user_facing_propagation_options():
     assert fusion.default == "distance" and "one-sided" in fusion.choices
     topk = {o.name: o for o in options(PropagationSettings)}["topk"]
     assert topk.optional and topk.default == 10
+
+
+def test_faint_object_probabilities_go_to_the_background():
+    import torch
+
+    from corrflow_napari.confidence import drop_faint
+    vals = torch.tensor([[0.5, 0.985, 1.0], [0.495, 0.005, 0.0], [0.005, 0.01, 0.0]])[:, None]
+    out = drop_faint(vals.clone(), 0.01)
+    assert torch.allclose(out[:, 0, 0], torch.tensor([0.505, 0.495, 0.0]))
+    assert torch.allclose(out[:, 0, 1], torch.tensor([0.99, 0.0, 0.01]))
+    assert torch.allclose(out.sum(0), vals.sum(0))
+    assert torch.equal(drop_faint(vals.clone(), 0.0), vals)

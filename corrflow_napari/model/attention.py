@@ -165,6 +165,26 @@ def _windows(logits: torch.Tensor, tile: int) -> torch.Tensor:
     return view.permute(1, 2, 3, 0, 4, 5).reshape(n_t, t2, r_n, win * win)
 
 
+def _active_spans(values: torch.Tensor, geo: _Geometry, tile: int, radius: int,
+                  step: int, gap: int = 2) -> list[tuple[int, int]]:
+    """Ranges ``[i0, i1)`` of at most ``step`` tiles that cover every tile of targets whose
+    windows hold a nonzero value in channels 1.. of some reference (values (B, R, V, H, W));
+    the tiles outside them can only receive channel 0. Runs of active tiles less than
+    ``gap`` tiles apart share a range."""
+    b, r_n, v, h, w = values.shape
+    occupied = (values[:, :, 1:] != 0).flatten(1, 2).any(1, keepdim=True).to(values.dtype)
+    hp, wp = geo.nh * tile, geo.nw * tile
+    occupied = F.pad(occupied, (radius, radius + wp - w, radius, radius + hp - h))
+    active = F.max_pool2d(occupied, tile + 2 * radius, tile).flatten() > 0       # B*nT
+    spans: list[list[int]] = []
+    for i in torch.nonzero(active)[:, 0].tolist():
+        if spans and i < spans[-1][0] + step and i <= spans[-1][1] + gap:
+            spans[-1][1] = i + 1
+        else:
+            spans.append([i, i + 1])
+    return [(i0, i1) for i0, i1 in spans]
+
+
 def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", tile: int = 8,
                       ref_valid: torch.Tensor | None = None) -> ReferenceTiles:
     """Tile one reference frame's features ``(B, C, H, W)`` for :func:`attend`.
@@ -190,11 +210,15 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
 
 def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Tensor,
            temperature: float = 1.0, topk: int | None = None,
-           chunk_tiles: int | None = None) -> torch.Tensor:
+           chunk_tiles: int | None = None, skip_empty: bool = False) -> torch.Tensor:
     """Restricted attention of ``query`` (B, C, H, W) to prepared references.
 
     refs: R :class:`ReferenceTiles` (same size, radius, tile and metric as each other and
     the query). values: (B, R, V, H, W). Same result as :func:`restricted_attention`.
+    skip_empty (inference only; values are distributions over V, e.g. label probabilities
+    with channel 0 the background): tiles of targets whose windows hold only channel 0 in
+    every reference are not computed and get (1, 0, ..., 0), which is what the weighted
+    average of such values is (up to rounding).
 
     Per tile of targets: one matmul per reference against its (tile+2M)^2 block, then the
     (2M+1)^2 window of every target is gathered (R*(2M+1)^2 logits per target), entries
@@ -321,8 +345,14 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
     step = big_t if not chunk_tiles else max(1, int(chunk_tiles))
     if dev.type == "cpu" and not grad:   # cache-sized chunks: 1.5x faster than 128 tiles
         step = min(step, _CPU_CHUNK)
-    outs = [attend_chunk(i, min(i + step, big_t)) for i in range(0, big_t, step)]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    if skip_empty and not grad:       # only the tiles near a nonzero value of channels 1..
+        out = torch.zeros(big_t, t2, v, dtype=dtype, device=dev)
+        out[..., 0] = 1
+        for i0, i1 in _active_spans(values, geo, tile, radius, step):
+            out[i0:i1] = attend_chunk(i0, i1)
+    else:
+        outs = [attend_chunk(i, min(i + step, big_t)) for i in range(0, big_t, step)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
     out = out.reshape(b, geo.nh, geo.nw, tile, tile, v).permute(0, 5, 1, 3, 2, 4)
     return out.reshape(b, v, hp, wp)[:, :, :h, :w]
 

@@ -2,7 +2,12 @@
 import pytest
 import torch
 
-from corrflow_napari.model.attention import full_attention, restricted_attention
+from corrflow_napari.model.attention import (
+    attend,
+    full_attention,
+    prepare_reference,
+    restricted_attention,
+)
 
 
 def direct_attention(q, refs, vals, radius, temperature=1.0, metric="dot", topk=None):
@@ -112,3 +117,43 @@ def test_ref_valid_excludes_positions():
     valid[..., 2, 2] = 1
     out = restricted_attention(q, refs, vals, radius=2, ref_valid=valid)
     assert torch.allclose(out[0, 0], torch.full((5, 5), 12.0))
+
+
+@pytest.mark.parametrize("topk,per_ref", [(None, False), (6, False), (6, True)])
+def test_skip_empty_matches_computing_every_tile(topk, per_ref):
+    """Label probabilities with objects in two small blobs: the tiles that only see
+    background are skipped, and the result equals the full computation, batch and
+    references included (also with a per-reference mask of usable cells)."""
+    g = torch.Generator().manual_seed(11)
+    b, r, h, w = 2, 3, 37, 61
+    q = torch.randn(b, 6, h, w, generator=g, dtype=torch.float64)
+    refs = torch.randn(b, r, 6, h, w, generator=g, dtype=torch.float64)
+    objects = torch.zeros(b, r, 2, h, w, dtype=torch.float64)
+    objects[0, 1, 0, 3:7, 5:9] = 0.7
+    objects[1, 2, 1, 30:33, 50:55] = 0.4
+    vals = torch.cat([1 - objects.sum(2, keepdim=True), objects], 2)
+    valid = (torch.rand(b, r, 1, h, w, generator=g) > 0.2).double() if per_ref else None
+    prepared = [prepare_reference(refs[:, i], radius=4, metric="negsqdist",
+                                  ref_valid=None if valid is None else valid[:, i])
+                for i in range(r)]
+    with torch.inference_mode():
+        full = attend(q, prepared, vals, topk=topk, chunk_tiles=4)
+        skipped = attend(q, prepared, vals, topk=topk, chunk_tiles=4, skip_empty=True)
+    assert torch.allclose(skipped, full, atol=1e-12)
+    far = full[0, 1:, 20:, 30:]                     # far from both blobs: background only
+    assert (far == 0).all() and torch.allclose(skipped[0, 0, 20:, 30:], torch.ones(1).double())
+    assert (full[0, 1] > 0).any() and (full[1, 2] > 0).any()
+
+
+def test_active_spans_cover_exactly_the_tiles_near_objects():
+    from corrflow_napari.model.attention import _active_spans, _geometry
+    h, w, tile, radius = 40, 64, 8, 3               # 5 x 8 tiles
+    vals = torch.zeros(1, 2, 2, h, w)
+    vals[0, 1, 1, 20, 36] = 0.5                     # tile (2, 4); no other target within 3
+    geo = _geometry(h, w, radius, tile, "cpu")
+    assert _active_spans(vals, geo, tile, radius, step=32) == [(2 * 8 + 4, 2 * 8 + 5)]
+    vals[0, 0, 1, 0, 0] = 0.5                       # tile 0, and the tiles within 3 cells
+    spans = _active_spans(vals, geo, tile, radius, step=32)
+    assert spans == [(0, 1), (20, 21)]
+    vals[0, 0, 0, 39, 63] = 0.5                     # channel 0 (background) never counts
+    assert _active_spans(vals, geo, tile, radius, step=32) == spans
