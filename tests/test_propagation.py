@@ -218,8 +218,8 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
     def values(model):
         got = {}
         propagate_values(model, frames, seed, lambda t, v: got.setdefault(t, v),
-                         settings=PropagationSettings(n_recent=0))
-        return torch.stack([got[t] for t in range(1, 5)])
+                         settings=PropagationSettings(n_recent=0, min_mass=0))
+        return torch.stack([got[t] for t in range(1, 5)])   # (min_mass: after the mixture)
 
     model = load_model(device="cpu")
     model.inference = replace(model.inference, lab_mix=0.0)
@@ -235,7 +235,10 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
 
 def test_user_facing_propagation_options():
     assert [o.name for o in options(PropagationSettings)] == [
-        "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow"]
+        "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow",
+        "min_mass"]
+    min_mass = {o.name: o for o in options(PropagationSettings)}["min_mass"]
+    assert min_mass.kind is float and min_mass.default == 0.01 and min_mass.minimum == 0
     follow = {o.name: o for o in options(PropagationSettings)}["follow"]
     assert follow.kind is bool and follow.default is True
     fusion = {o.name: o for o in options(PropagationSettings)}["fusion"]

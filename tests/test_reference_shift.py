@@ -80,9 +80,11 @@ def _iou(a, b):
 
 def test_followed_keyframe_finds_the_object_again_after_it_was_hidden(lab):
     frames, gt = occluded_runner()
-    fixed = propagate_labels(lab, frames, {0: gt[0]}, settings=PropagationSettings(follow=False))
+    # the paper's window (M = 6 cells): the object runs out of it
+    fixed = propagate_labels(lab, frames, {0: gt[0]},
+                             settings=PropagationSettings(follow=False, radius=6))
     followed = propagate_labels(lab, frames, {0: gt[0]},
-                                settings=PropagationSettings(follow=True))
+                                settings=PropagationSettings(follow=True, radius=6))
     for t in range(1, 9):                     # before it hides: both follow it
         assert _iou(fixed[t] == 1, gt[t] == 1) > 0.9
         assert _iou(followed[t] == 1, gt[t] == 1) > 0.9
