@@ -219,6 +219,11 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     done = 0
     groups = model.affinity_groups()
     masses = {k: conf.object_mass(v) for k, v in seeds.items()}
+    # label probabilities (every seed sums to 1 over V, channel 0 the background): the
+    # attention skips the cells far from every object, faint object probabilities are
+    # dropped (min_mass); other value maps (heatmaps) are carried as they are
+    labels = all(bool((v >= 0).all()) and bool(((v.sum(0) - 1).abs() < 1e-4).all())
+                 for v in seeds.values())
     if progress:
         progress(0, total)
 
@@ -284,9 +289,10 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 vals = sum(g.weight * _attend_oom_safe(
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
                     temperature=g.temperature, topk=settings.topk,
-                    chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=True)[0]
+                    chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=labels)[0]
                     for i, g in enumerate(groups))
-                vals = conf.drop_faint(vals, settings.min_mass)
+                if labels:
+                    vals = conf.drop_faint(vals, settings.min_mass)
                 if settings.n_recent:
                     recent_tiled[t] = tiled(feat)
                 if stored is not None:
@@ -341,6 +347,9 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
     """Propagate arbitrary value maps from seed frames through the video.
 
     seeds: {t: (V, h, w) tensor at feature resolution} (keyframe labels or heatmaps).
+    Seeds that are label probabilities (summing to 1 over V, channel 0 the background)
+    get ``settings.min_mass`` and the attention's skipping of cells far from every
+    object; other value maps are carried unchanged.
     on_frame(t, values): called with each computed frame's (V, h, w) values (between two
     keyframes: the two sides fused); frames between two keyframes come in forward order
     once both sides are done. Frames in [start, stop) are reported; frames outside are

@@ -257,3 +257,24 @@ def test_faint_object_probabilities_go_to_the_background():
     assert torch.allclose(out[:, 0, 1], torch.tensor([0.99, 0.0, 0.01]))
     assert torch.allclose(out.sum(0), vals.sum(0))
     assert torch.equal(drop_faint(vals.clone(), 0.0), vals)
+
+
+def test_value_maps_that_are_not_label_probabilities_are_carried_unchanged(lab, small_clip):
+    # a heatmap (one channel, not a distribution) must not meet min_mass or the skipping
+    # of cells "far from every object": the default gives what min_mass = 0 gives, and its
+    # faint tail (< 0.01) survives
+    import torch
+
+    frames, mask = small_clip
+    frames = frames[:4, :88]
+    yy, xx = torch.meshgrid(torch.arange(22.0), torch.arange(float(frames.shape[2] // 4)),
+                            indexing="ij")
+    heat = torch.exp(-((yy - 11) ** 2 + (xx - 20) ** 2) / 8.0)[None]
+    runs = []
+    for settings in (PropagationSettings(), PropagationSettings(min_mass=0)):
+        got = {}
+        propagate_values(lab, frames, {0: heat}, lambda t, v: got.setdefault(t, v),
+                         settings=settings)
+        runs.append(torch.stack([got[t] for t in range(1, 4)]))
+    assert torch.equal(runs[0], runs[1])
+    assert ((runs[0] > 0) & (runs[0] < 0.01)).any()

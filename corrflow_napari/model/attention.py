@@ -169,8 +169,8 @@ def _active_spans(values: torch.Tensor, geo: _Geometry, tile: int, radius: int,
                   step: int, gap: int = 2) -> list[tuple[int, int]]:
     """Ranges ``[i0, i1)`` of at most ``step`` tiles that cover every tile of targets whose
     windows hold a nonzero value in channels 1.. of some reference (values (B, R, V, H, W));
-    the tiles outside them can only receive channel 0. Runs of active tiles less than
-    ``gap`` tiles apart share a range."""
+    the tiles outside them can only receive channel 0. Runs of active tiles with at most
+    ``gap`` idle tiles between them share a range."""
     b, r_n, v, h, w = values.shape
     occupied = (values[:, :, 1:] != 0).flatten(1, 2).any(1, keepdim=True).to(values.dtype)
     hp, wp = geo.nh * tile, geo.nw * tile
