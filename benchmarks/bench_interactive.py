@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--fusion", default=None, help="PropagationSettings.fusion (default: its own)")
+    ap.add_argument("--radius", type=int, default=None,
+                    help="PropagationSettings.radius (default: its own)")
     ap.add_argument("--min-mass", type=float, default=None,
                     help="PropagationSettings.min_mass (default: its own; 0: no tile skipped)")
     ap.add_argument("--no-cache", action="store_true", help="also time a re-run without cache")
@@ -73,13 +75,15 @@ def main(argv=None) -> int:
 
     settings = PropagationSettings(**({"fusion": args.fusion} if args.fusion else {}),
                                    **({} if args.min_mass is None else
-                                      {"min_mass": args.min_mass}))
+                                      {"min_mass": args.min_mass}),
+                                   **({} if args.radius is None else {"radius": args.radius}))
     video, gt, name = load_clip(Path(args.davis), args.seq, args.frames)
     t_total, k = len(video), len(video) // 2
     model = load_model("lab" if args.features == "lab" else None, device=args.device)
     first_mask = gt[0]
     print(f"{name}: {t_total} frames {video.shape[2]}x{video.shape[1]}, {args.features} "
-          f"features, fusion {settings.fusion}, min_mass {settings.min_mass}, torch threads {torch.get_num_threads()}, "
+          f"features, fusion {settings.fusion}, radius {settings.radius}, min_mass "
+          f"{settings.min_mass}, torch threads {torch.get_num_threads()}, "
           f"device {model.device}", flush=True)
 
     propagate(model, video[:2], {0: first_mask}, settings=settings)   # warm-up, not timed
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
           f"{'met' if ratio <= TARGET else 'NOT met'})", flush=True)
     out = {"benchmark": "interactive_rerun", "clip": name, "frames": t_total,
            "features": args.features, "fusion": settings.fusion,
-           "min_mass": settings.min_mass, "correction_frame": k,
+           "radius": settings.radius, "min_mass": settings.min_mass, "correction_frame": k,
            "first_run_s": round(first, 2), "rerun_s": round(rerun, 2),
            "rerun_ratio": round(ratio, 3), "target": TARGET,
            "threads": torch.get_num_threads(), "device": str(model.device),

@@ -61,7 +61,7 @@ class PropagationSettings:
     ``fusion``: how a frame between two keyframes combines the chains from both.
     """
 
-    radius: int = field(default=10, metadata=option(
+    radius: int = field(default=8, metadata=option(
         "window radius M at feature resolution (the window is (2M+1)^2 cells)",
         minimum=1, maximum=32))
     topk: int | None = field(default=10, metadata=option(

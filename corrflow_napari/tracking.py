@@ -49,7 +49,7 @@ class Tracks(NamedTuple):
 
 def _tracking_propagation() -> PropagationSettings:
     """The engine's settings for tracking: top-3 matches, not the masks' top-10, and the
-    paper's 13x13 window (M = 6; measured on BADJA), not the masks' 21x21."""
+    paper's 13x13 window (M = 6; measured on BADJA), not the masks' 17x17."""
     return PropagationSettings(topk=3, radius=6)
 
 

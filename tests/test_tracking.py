@@ -238,11 +238,11 @@ def test_invalid_settings_raise(lab):
 
 def test_tracking_defaults_hold_their_own_propagation_settings():
     # tracking keeps 3 matches per position (the masks keep 10) and the paper's 13x13
-    # window (the masks' is 21x21); everything else of the engine is the masks' default
+    # window (the masks' is 17x17); everything else of the engine is the masks' default
     # (docs/measurements-tracking.md)
     ts = TrackSettings()
     assert ts.propagation == PropagationSettings(topk=3, radius=6)
-    assert (PropagationSettings().topk, PropagationSettings().radius) == (10, 10)
+    assert (PropagationSettings().topk, PropagationSettings().radius) == (10, 8)
     assert (ts.motion, ts.context, ts.visible_threshold) == ("velocity", None, 0.1)
 
 

@@ -64,7 +64,7 @@ class LabelTerm:
     jitter: float = 0.15                 # brightness / contrast / saturation, each image
     object_focus: float = 0.75           # P(the crop is centred on a painted pixel)
     topk: int | None = 10                # as propagation (PropagationSettings.topk)
-    radius: int = 6                      # attention window M (the paper's; propagation: 10)
+    radius: int = 6                      # attention window M (the paper's; propagation: 8)
     prob_eps: float = 1e-6
 
     def __post_init__(self):
