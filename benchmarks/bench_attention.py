@@ -64,7 +64,6 @@ def main(argv=None) -> int:
 
     from corrflow_napari.evaluation import load_sequence_prefix
     from corrflow_napari.model import attention, load_model
-
     from corrflow_napari.propagation import downsample_probs
 
     video, gt = load_sequence_prefix(Path(args.davis), args.seq, 6)

@@ -272,8 +272,8 @@ def test_value_maps_that_are_not_label_probabilities_are_carried_unchanged(lab, 
     heat = torch.exp(-((yy - 11) ** 2 + (xx - 20) ** 2) / 8.0)[None]
     runs = []
     for settings in (PropagationSettings(), PropagationSettings(min_mass=0)):
-        got = {}
-        propagate_values(lab, frames, {0: heat}, lambda t, v: got.setdefault(t, v),
+        got: dict = {}
+        propagate_values(lab, frames, {0: heat}, lambda t, v, got=got: got.setdefault(t, v),
                          settings=settings)
         runs.append(torch.stack([got[t] for t in range(1, 4)]))
     assert torch.equal(runs[0], runs[1])
