@@ -23,6 +23,8 @@ Scores are in [0, 1]; higher is better.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,9 +39,15 @@ from ..propagation import (
     scaled_size,
 )
 from ..working_resolution import working_scale
-from .label_objective import attend_as_inference, round_trip
+from .label_objective import LabelTerm, attend_as_inference, round_trip
 
 MAX_KEYFRAMES = 3     # keyframes the mask check uses (the first ones)
+
+
+def _check_settings(settings: PropagationSettings | None) -> PropagationSettings:
+    """The propagation settings with the label term's window (the paper's M = 6): the
+    checks' rules were measured with it, and training sees only that window."""
+    return dataclasses.replace(settings or PropagationSettings(), radius=LabelTerm.radius)
 
 
 def _round_trip(model, feats: list[torch.Tensor], values: torch.Tensor,
@@ -65,7 +73,7 @@ class MaskRoundTrip:
     def __init__(self, frames, keyframes: dict, step: int,
                  settings: PropagationSettings | None = None):
         self.frames = frames
-        self.settings = settings or PropagationSettings()
+        self.settings = _check_settings(settings)
         h, w = int(frames.shape[1]), int(frames.shape[2])
         self.scale, _ = working_scale(self.settings, h, w, keyframes)
         size = scaled_size(h, w, self.scale)
@@ -132,7 +140,7 @@ class ColourRoundTrip:
     def __init__(self, frames, held_out: list[int], step: int,
                  settings: PropagationSettings | None = None):
         self.frames = frames
-        self.settings = settings or PropagationSettings()
+        self.settings = _check_settings(settings)
         h, w = int(frames.shape[1]), int(frames.shape[2])
         self.scale, _ = working_scale(self.settings, h, w)
         step = max(1, min(step, (len(held_out) - 1) // 2))
@@ -168,7 +176,7 @@ class ColourForward:
     def __init__(self, frames, step: int, pairs: int = 4, span: tuple[int, int] | None = None,
                  settings: PropagationSettings | None = None):
         self.frames = frames
-        self.settings = settings or PropagationSettings()
+        self.settings = _check_settings(settings)
         h, w = int(frames.shape[1]), int(frames.shape[2])
         self.scale, _ = working_scale(self.settings, h, w)
         self.size = scaled_size(h, w, self.scale)

@@ -135,7 +135,8 @@ def test_attention_matches_propagation_for_one_reference(texture):
                         [None].float(), 4)[0]
     got = {}
     propagate_values(model, frames, {0: seed}, lambda t, v: got.setdefault(t, v),
-                     settings=PropagationSettings(n_recent=0, max_size=0),
+                     settings=PropagationSettings(n_recent=0, max_size=0, radius=6,
+                                                  min_mass=0),
                      direction="forward")
     mine = attend_as_inference(model, feats[1][None], feats[0][None], seed[None])[0]
     torch.testing.assert_close(mine, got[1], atol=1e-5, rtol=1e-4)
