@@ -73,10 +73,8 @@ def main(argv=None) -> int:
     from corrflow_napari.model import load_model
     from corrflow_napari.propagation import PropagationSettings, affected_range, propagate
 
-    settings = PropagationSettings(**({"fusion": args.fusion} if args.fusion else {}),
-                                   **({} if args.min_mass is None else
-                                      {"min_mass": args.min_mass}),
-                                   **({} if args.radius is None else {"radius": args.radius}))
+    given = {"fusion": args.fusion, "radius": args.radius, "min_mass": args.min_mass}
+    settings = PropagationSettings(**{k: v for k, v in given.items() if v is not None})
     video, gt, name = load_clip(Path(args.davis), args.seq, args.frames)
     t_total, k = len(video), len(video) // 2
     model = load_model("lab" if args.features == "lab" else None, device=args.device)
