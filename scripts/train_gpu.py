@@ -105,7 +105,7 @@ def _config(args, batch: int) -> TrainConfig:
     lr = 2e-4 * math.sqrt(batch / PAPER_BATCH)
     if args.crop:
         base = replace(base, crop=args.crop)
-    return replace(base, batch=batch, iters=args.iters, lr=lr, seed=args.seed,
+    return replace(base, batch=batch, iters=args.iters or 10**9, lr=lr, seed=args.seed,
                    save_every=0, log_every=args.log_every, lab_mix=args.lab_mix)
 
 
@@ -132,6 +132,20 @@ def _probe_batch(model, data: BundleClips, config: TrainConfig, device) -> int:
             torch.cuda.empty_cache()
             b //= 2
     return 1
+
+
+FIT_AFTER = (10, 40)   # --iters 0 times steps 10..40 (after cudnn's autotuning)
+
+
+def _fit_schedule(config: TrainConfig, step: int, t0: float, deadline: float,
+                  max_steps: int, start_step: int) -> tuple[TrainConfig, int]:
+    """Schedule length for ``--iters 0``: the steps that fit before ``deadline`` at the rate
+    measured since ``t0`` (over FIT_AFTER), 3% kept for the checkpoint."""
+    rate = (FIT_AFTER[1] - FIT_AFTER[0]) / max(time.monotonic() - t0, 1e-9)
+    iters = step + int(rate * max(deadline - time.monotonic(), 0.0) * 0.97)
+    print(f"schedule fitted to the time left: {iters} steps ({rate:.2f} steps/s)", flush=True)
+    config = replace(config, iters=iters)
+    return config, (iters if not max_steps else min(iters, start_step + max_steps))
 
 
 def run(args) -> dict:
@@ -205,8 +219,20 @@ def run(args) -> dict:
                         loss_mean=float(np.mean(losses[-100:])) if losses else None)
 
     save_every_s, last_save = 120.0, time.monotonic()
+    fit = not args.iters          # --iters 0: the schedule is fitted to this run's minutes
+    fit_t0 = time.monotonic()
+    if fit:
+        config = replace(config, iters=10**9)
     last = config.iters if not args.steps else min(config.iters, start_step + args.steps)
     while step < last and time.monotonic() < deadline and not stop["flag"]:
+        if fit and step == start_step + FIT_AFTER[1]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            config, last = _fit_schedule(config, step, fit_t0, deadline, args.steps, start_step)
+        if fit and step == start_step + FIT_AFTER[0]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            fit_t0 = time.monotonic()
         ss = np.random.SeedSequence([args.seed, step])
         rng = np.random.default_rng(ss)
         gen = torch.Generator().manual_seed(int(ss.generate_state(1)[0]))
@@ -260,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0,
                    help="also stop after this many steps in this run (0: no limit)")
     p.add_argument("--iters", type=int, default=100_000,
-                   help="schedule length over all chained runs")
+                   help="schedule length over all chained runs (0: fit it to this run's "
+                        "--minutes, from the speed of its first steps)")
     p.add_argument("--batch", type=int, default=0, help="clips per step (0: probe the GPU)")
     p.add_argument("--width", type=float, default=1.0, help="encoder width (1.0 = paper)")
     p.add_argument("--seed", type=int, default=0)

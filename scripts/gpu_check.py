@@ -1,0 +1,100 @@
+"""Propagation frames/s on a device, end to end in memory (issues 14, 16).
+
+Times ``propagate_labels`` over one 480p DAVIS sequence (frames already decoded, labels
+kept in memory; the first frame's mask as the keyframe) for each model given, fp32 and
+with bf16 autocast on CUDA, after one warm-up run, and prints one JSON line per run:
+
+    python scripts/gpu_check.py runs/davis-mini --seq libby --device cuda \
+        --model corrflow_napari/weights/corrflow_default.pt --model paper --model lab
+
+``paper`` is the paper's full-width encoder with random weights (timing only); ``lab``
+is the Lab-colour path; anything else is a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from corrflow_napari.device import pick_device
+from corrflow_napari.model import load_model
+from corrflow_napari.model.encoder import EncoderConfig
+from corrflow_napari.model.features import CorrFlowModel
+from corrflow_napari.propagation import PropagationSettings, propagate_labels
+
+
+def _frames(root: Path, seq: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    files = sorted((root / "JPEGImages" / "480p" / seq).glob("*.jpg"))[:n]
+    if not files:
+        raise SystemExit(f"{root}: no frames for sequence {seq!r}")
+    frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    ann = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))[0]
+    mask = (np.asarray(Image.open(ann).convert("L")) > 0).astype(np.uint8)
+    return frames, mask
+
+
+def _model(which: str, device: torch.device):
+    if which == "paper":
+        torch.manual_seed(0)
+        return CorrFlowModel(EncoderConfig(width=1.0)).eval().to(device)
+    return load_model(which, device=device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_run(model, frames, mask, device, bf16: bool, settings) -> dict:
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    stamps: list[float] = []
+
+    def on_frame(t, lab):
+        stamps.append(time.perf_counter())
+
+    _sync(device)
+    t0 = time.perf_counter()
+    with amp:
+        propagate_labels(model, frames, {0: mask}, settings=settings, on_frame=on_frame)
+    _sync(device)
+    total = time.perf_counter() - t0
+    gaps = np.diff(stamps)
+    return {"frames": len(frames), "total_s": round(total, 3),
+            "frames_per_s": round(len(frames) / total, 2),
+            "steady_frames_per_s": round(1 / float(np.median(gaps)), 2) if len(gaps) else None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("davis", help="DAVIS-2016 root (JPEGImages/480p, Annotations/480p)")
+    ap.add_argument("--seq", default="libby")
+    ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--radius", type=int, default=None)
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    frames, mask = _frames(Path(args.davis), args.seq, args.frames)
+    settings = PropagationSettings() if args.radius is None else \
+        PropagationSettings(radius=args.radius)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for which in args.model or ["corrflow_napari/weights/corrflow_default.pt"]:
+        model = _model(which, device)
+        for bf16 in ([False, True] if device.type == "cuda" else [False]):
+            time_run(model, frames[:4], mask, device, bf16, settings)          # warm-up
+            r = time_run(model, frames, mask, device, bf16, settings)
+            print(json.dumps({"model": which, "device": name, "bf16": bf16,
+                              "seq": args.seq, "size": list(frames.shape[1:3]),
+                              "radius": settings.radius, **r}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
