@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from corrflow_napari.evaluation import evaluate_davis, resolve_sequences
 from corrflow_napari.io import write_json_atomic
 from corrflow_napari.model import SHIPPED_WEIGHTS
+from corrflow_napari.propagation import PropagationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SPREAD_FILE = ROOT / "docs" / "dev-check-spread.json"
@@ -34,9 +36,13 @@ DEFAULT_DEV = ROOT.parent / "shared" / "data" / "davis2016-dev"
 
 
 def _key(weights: str) -> str:
+    """The file's SHA-256 (or "lab"/"identity") and the propagation defaults it runs
+    with: a result measured under other defaults (e.g. another window) is not reused."""
+    settings = json.dumps(asdict(PropagationSettings()), sort_keys=True, default=str)
+    tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     if weights in ("lab", "identity"):
-        return weights
-    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+        return f"{weights}-{tag}"
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16] + f"-{tag}"
 
 
 def scores(weights: str, root: Path, cache: Path, jobs: int) -> dict[str, float]:
