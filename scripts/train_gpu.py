@@ -268,7 +268,8 @@ def run(args) -> dict:
         save_checkpoint(args.export, model, half=True, step=step, bundle=str(args.bundle))
         print(f"exported fp16 weights to {args.export}", flush=True)
     elapsed = time.perf_counter() - t_run
-    result = {"step": step, "start_step": start_step, "batch": config.batch, "lr": config.lr,
+    result = {"step": step, "start_step": start_step, "iters": config.iters,
+              "batch": config.batch, "lr": config.lr,
               "steps_per_s": (step - start_step) / max(elapsed, 1e-9),
               "images_per_s": (step - start_step) * config.batch * 3 / max(elapsed, 1e-9),
               "loss_mean_last100": float(np.mean(losses[-100:])) if losses else None,

@@ -85,3 +85,15 @@ def test_init_from_a_checkpoint_and_export_fp16(bundle, tmp_path):
     ck = read_checkpoint(export)
     assert "optimizer" not in ck
     assert any(str(v.dtype) == "torch.float16" for v in ck["encoder"].values())
+
+
+def test_iters_zero_fits_the_schedule_to_the_minutes(bundle, tmp_path, monkeypatch):
+    out, _ = bundle
+    train = _load("train_gpu")
+    monkeypatch.setattr(train, "FIT_AFTER", (1, 3))
+    res = train.run(train.build_parser().parse_args(
+        [str(out), str(tmp_path / "fit"), "--tiny", "--device", "cpu", "--batch", "2",
+         "--iters", "0", "--minutes", "0.1", "--log-every", "1"]))
+    assert res["step"] > 3
+    assert res["iters"] < 10**6                  # fitted from the measured speed
+    assert res["step"] <= res["iters"]
