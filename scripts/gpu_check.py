@@ -17,6 +17,8 @@ import json
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -79,20 +81,27 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", action="append", default=None)
     ap.add_argument("--radius", type=int, default=None)
+    ap.add_argument("--chunk-tiles", default="",
+                    help="comma-separated attention chunk sizes to compare (default: the "
+                         "settings' own)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     frames, mask = _frames(Path(args.davis), args.seq, args.frames)
-    settings = PropagationSettings() if args.radius is None else \
+    base = PropagationSettings() if args.radius is None else \
         PropagationSettings(radius=args.radius)
+    chunks = [int(c) for c in args.chunk_tiles.split(",") if c] or [base.chunk_tiles]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     for which in args.model or ["corrflow_napari/weights/corrflow_default.pt"]:
         model = _model(which, device)
-        for bf16 in ([False, True] if device.type == "cuda" else [False]):
+        for bf16, chunk in product([False, True] if device.type == "cuda" else [False],
+                                   chunks):
+            settings = replace(base, chunk_tiles=chunk)
             time_run(model, frames[:4], mask, device, bf16, settings)          # warm-up
             r = time_run(model, frames, mask, device, bf16, settings)
             print(json.dumps({"model": which, "device": name, "bf16": bf16,
                               "seq": args.seq, "size": list(frames.shape[1:3]),
-                              "radius": settings.radius, **r}), flush=True)
+                              "radius": settings.radius, "chunk_tiles": chunk, **r}),
+                  flush=True)
     return 0
 
 

@@ -96,3 +96,23 @@ def test_iters_zero_fits_the_schedule_to_the_minutes(bundle, tmp_path, monkeypat
          "--iters", "0", "--minutes", "5", "--steps", "6", "--log-every", "1"]))
     assert res["step"] == 6
     assert 6 < res["iters"] < 10**6           # fitted to 5 minutes from the measured speed
+
+
+def test_gpu_check_times_propagation(tmp_path, texture, capsys):
+    """scripts/gpu_check.py (the GPU frames/s row) runs here on the CPU: one JSON line per
+    model and chunk size, every frame propagated."""
+    tex = texture(120, 200, seed=3)
+    img = tmp_path / "JPEGImages" / "480p" / "drift"
+    ann = tmp_path / "Annotations" / "480p" / "drift"
+    img.mkdir(parents=True)
+    ann.mkdir(parents=True)
+    for t in range(5):
+        Image.fromarray(tex[:64, 2 * t:2 * t + 96].astype(np.uint8)).save(img / f"{t:05d}.jpg")
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 1
+    Image.fromarray(mask).save(ann / "00000.png")
+    _load("gpu_check").main([str(tmp_path), "--seq", "drift", "--device", "cpu",
+                             "--model", "lab", "--chunk-tiles", "4,64"])
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [r["chunk_tiles"] for r in rows] == [4, 64]
+    assert all(r["frames"] == 5 and r["frames_per_s"] > 0 for r in rows)
