@@ -221,8 +221,6 @@ def run(args) -> dict:
     save_every_s, last_save = 120.0, time.monotonic()
     fit = not args.iters          # --iters 0: the schedule is fitted to this run's minutes
     fit_t0 = time.monotonic()
-    if fit:
-        config = replace(config, iters=10**9)
     last = config.iters if not args.steps else min(config.iters, start_step + args.steps)
     while step < last and time.monotonic() < deadline and not stop["flag"]:
         if fit and step == start_step + FIT_AFTER[1]:
@@ -287,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0,
                    help="also stop after this many steps in this run (0: no limit)")
     p.add_argument("--iters", type=int, default=100_000,
-                   help="schedule length over all chained runs (0: fit it to this run's "
-                        "--minutes, from the speed of its first steps)")
+                   help="schedule length over all chained runs (0: fit it to this one run's "
+                        "--minutes, from the speed of its first steps; not for chaining)")
     p.add_argument("--batch", type=int, default=0, help="clips per step (0: probe the GPU)")
     p.add_argument("--width", type=float, default=1.0, help="encoder width (1.0 = paper)")
     p.add_argument("--seed", type=int, default=0)
