@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One GPU session's work, as one device call (issues 14, 16): continue the accumulating
+# checkpoint for TRAIN_MINUTES, then time propagation on the GPU.
+#
+# Prepare here first (both folders are git-ignored; carry them):
+#   python scripts/build_training_bundle.py runs/bundle \
+#       ../shared/data/davis2016-train/JPEGImages/480p/* ../shared/data/clips/*.mp4
+#   for s in libby blackswan; do for d in JPEGImages Annotations; do
+#       mkdir -p runs/davis-mini/$d/480p; cp -r ../shared/data/davis2016-dev/$d/480p/$s runs/davis-mini/$d/480p/
+#   done; done
+# Then, on the GPU machine (device tool: carry ["runs/bundle", "runs/davis-mini"]):
+#   bash scripts/gpu_session.sh $OUT 6
+# and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt
+set -u -o pipefail
+out=${1:?usage: scripts/gpu_session.sh OUT_DIR [TRAIN_MINUTES]}
+minutes=${2:-6}
+py=${PYTHON:-python3}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpu.txt" 2>&1
+"$py" scripts/train_gpu.py runs/bundle runs/gpu --init checkpoints/latest.pt \
+    --minutes "$minutes" --iters 0 --log-every 50 --export "$out/export.pt" 2>&1 \
+    | tee "$out/train.log"
+cp runs/gpu/loss.csv "$out/" 2>/dev/null
+timeout 150 "$py" scripts/gpu_check.py runs/davis-mini --frames "${FRAMES:-1000}" --model checkpoints/latest.pt \
+    --model "$out/export.pt" --model lab --chunk-tiles 128,2048 2>&1 | tee "$out/gpu_check.log"
