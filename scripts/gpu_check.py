@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from corrflow_napari.device import pick_device
-from corrflow_napari.model import load_model
+from corrflow_napari.model import SHIPPED_WEIGHTS, load_model
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.propagation import PropagationSettings, propagate_labels
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         PropagationSettings(radius=args.radius)
     chunks = [int(c) for c in args.chunk_tiles.split(",") if c] or [base.chunk_tiles]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    for which in args.model or ["corrflow_napari/weights/corrflow_default.pt"]:
+    for which in args.model or [str(SHIPPED_WEIGHTS)]:
         model = _model(which, device)
         for bf16, chunk in product([False, True] if device.type == "cuda" else [False],
                                    chunks):
