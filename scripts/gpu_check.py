@@ -23,23 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from corrflow_napari.device import pick_device
+from corrflow_napari.evaluation import load_sequence_prefix
 from corrflow_napari.model import SHIPPED_WEIGHTS, load_model
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.propagation import PropagationSettings, propagate_labels
-
-
-def _frames(root: Path, seq: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    files = sorted((root / "JPEGImages" / "480p" / seq).glob("*.jpg"))[:n]
-    if not files:
-        raise SystemExit(f"{root}: no frames for sequence {seq!r}")
-    frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    ann = sorted((root / "Annotations" / "480p" / seq).glob("*.png"))[0]
-    mask = (np.asarray(Image.open(ann).convert("L")) > 0).astype(np.uint8)
-    return frames, mask
 
 
 def _model(which: str, device: torch.device):
@@ -86,7 +76,8 @@ def main(argv=None) -> int:
                          "settings' own)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
-    frames, mask = _frames(Path(args.davis), args.seq, args.frames)
+    frames, gt = load_sequence_prefix(Path(args.davis), args.seq, args.frames)
+    mask = gt[0]
     base = PropagationSettings() if args.radius is None else \
         PropagationSettings(radius=args.radius)
     chunks = [int(c) for c in args.chunk_tiles.split(",") if c] or [base.chunk_tiles]

@@ -108,9 +108,9 @@ def test_gpu_check_times_propagation(tmp_path, texture, capsys):
     ann.mkdir(parents=True)
     for t in range(5):
         Image.fromarray(tex[:64, 2 * t:2 * t + 96].astype(np.uint8)).save(img / f"{t:05d}.jpg")
-    mask = np.zeros((64, 96), np.uint8)
-    mask[20:40, 30:60] = 1
-    Image.fromarray(mask).save(ann / "00000.png")
+        mask = np.zeros((64, 96), np.uint8)
+        mask[20:40, 30 + 2 * t:60 + 2 * t] = 1
+        Image.fromarray(mask).save(ann / f"{t:05d}.png")
     _load("gpu_check").main([str(tmp_path), "--seq", "drift", "--device", "cpu",
                              "--model", "lab", "--chunk-tiles", "4,64"])
     rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
