@@ -44,12 +44,14 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--follow", type=int, default=1)
     ap.add_argument("--width", type=int, default=323, help="width of each panel (px)")
+    ap.add_argument("--weights", default=None,
+                    help="checkpoint or 'lab' (default: the shipped weights)")
     args = ap.parse_args()
     video = open_video(args.video)
     frames = np.stack([video[t] for t in range(min(args.frames, len(video)))])
     mask = frame0_mask(Path(args.video).name, *frames.shape[1:3])
     t0 = time.time()
-    labels = propagate_labels(load_model(None), frames, {0: mask},
+    labels = propagate_labels(load_model(args.weights), frames, {0: mask},
                               settings=PropagationSettings(follow=bool(args.follow)))
     print(f"{(time.time() - t0) / (len(frames) - 1):.2f} s/frame")
     show = [int(s) for s in args.show.split(",")]
