@@ -9,7 +9,7 @@ from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.sample_data import load_sample
 
 FRAME_BN = True           # the shipped inference settings (model card)
-LAB_MIX = 0.5
+LAB_MIX = 0.25
 
 
 def test_shipped_weights_load_with_documented_settings():
