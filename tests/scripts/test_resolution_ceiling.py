@@ -1,18 +1,8 @@
 """scripts/resolution_ceiling.py: the feature-grid round trip keeps what 1/4 resolution
 can hold (a block) and loses what it cannot (a 1-pixel line)."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "resolution_ceiling.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("resolution_ceiling", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .load import load_script
 
 
 def test_round_trip_keeps_blocks_and_loses_thin_lines():
@@ -20,7 +10,7 @@ def test_round_trip_keeps_blocks_and_loses_thin_lines():
     masks[0, 16:48, 24:72] = 1           # a block aligned to the 4-px grid
     masks[1, 30, 10:90] = 2              # a 1-px line, another id
     masks[1, 8:24, 8:24] = 1
-    out = _load().round_trip(masks)
+    out = load_script("resolution_ceiling").round_trip(masks)
     assert out.dtype == masks.dtype and out.shape == masks.shape
     for t in (0, 1):                     # blocks come back but for their corner pixels
         a, b = out[t] == 1, masks[t] == 1

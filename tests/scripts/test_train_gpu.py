@@ -1,7 +1,6 @@
 """The GPU training run (scripts/train_gpu.py) and its bundle builder, on the CPU with tiny
 settings: the same script and code path a GPU machine runs."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,14 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .load import load_script as _load
 
 
 @pytest.fixture(scope="module")
