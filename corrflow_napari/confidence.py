@@ -149,13 +149,16 @@ class PropagationResult:
 class Recorder:
     """Fills the per-frame, per-object confidences of a propagation run.
 
-    seeds: {keyframe: (V, h, w) soft labels} (their masses are the references);
-    ``keyframe(t)`` marks a keyframe (1.0), ``record(sides)`` a computed frame (a
-    :class:`~corrflow_napari.propagation.FrameSides`)."""
+    seeds: {keyframe: (V, h, w) soft labels} (their masses are the references), followed
+    by sub-cell channels when ``n_labels`` < their channels (:mod:`.sub_cell_labels`;
+    only the first ``n_labels`` are read); ``keyframe(t)`` marks a keyframe (1.0),
+    ``record(sides)`` a computed frame (a :class:`~corrflow_napari.propagation.FrameSides`)."""
 
-    def __init__(self, t_total: int, seeds: dict[int, torch.Tensor]):
-        self.mass = {k: object_mass(v) for k, v in seeds.items()}
-        n = next(iter(seeds.values())).shape[0] - 1
+    def __init__(self, t_total: int, seeds: dict[int, torch.Tensor],
+                 n_labels: int | None = None):
+        self.n = n_labels or next(iter(seeds.values())).shape[0]
+        self.mass = {k: object_mass(v[:self.n]) for k, v in seeds.items()}
+        n = self.n - 1
         self.objects = np.full((t_total, n), np.nan)
         self.measures = {m: np.full(t_total, np.nan) for m in MEASURES}
 
@@ -175,8 +178,11 @@ class Recorder:
         return w_forward * self.mass[fwd] + (1 - w_forward) * self.mass[bwd]
 
     def __call__(self, sides) -> None:
-        got = measures(sides.values, self.ref_mass(sides.sources, sides.w_forward),
-                       sides.forward, sides.backward)
+        def labels(v):
+            return None if v is None else v[:self.n]
+
+        got = measures(labels(sides.values), self.ref_mass(sides.sources, sides.w_forward),
+                       labels(sides.forward), labels(sides.backward))
         self.objects[sides.t] = got[CONFIDENCE_MEASURE].cpu().numpy()
         for name, v in got.items():
             self.measures[name][sides.t] = float(v.mean())

@@ -39,6 +39,7 @@ from .model.features import FeatureExtractor
 from .options import option
 from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
 from .schedule import affected_range, plan_chains, schedule
+from .sub_cell_labels import STRIDES, drop_detail_of_absent, fine_probs, seed_values
 from .working_resolution import at_working_resolution
 
 PropagationResult = conf.PropagationResult
@@ -88,6 +89,9 @@ class PropagationSettings:
         "object probabilities below this are dropped from each propagated frame (the "
         "attention then skips the cells far from every object); 0 = keep all",
         minimum=0.0, maximum=0.5))
+    label_stride: int = field(default=4, metadata=option(
+        "pixels per label cell at the working resolution: 4 = the feature grid; 2 or 1 "
+        "also carry each cell's sub-cell labels (thin parts survive)", choices=STRIDES))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
@@ -126,10 +130,12 @@ def downsample_probs(onehot: torch.Tensor, feat_hw: tuple[int, int]) -> torch.Te
     return v[:, :feat_hw[0], :feat_hw[1]]
 
 
-def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float) -> torch.Tensor:
-    """(V, h, w) feature-resolution maps -> (V, H, W) at full frame size (bilinear)."""
+def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float,
+              cell: int = 4) -> torch.Tensor:
+    """(V, h, w) maps on a grid of ``cell``-pixel cells (4: feature resolution) ->
+    (V, H, W) at full frame size (bilinear)."""
     h, w = values.shape[-2:]
-    size = (int(round(4 * h / scale)), int(round(4 * w / scale)))
+    size = (int(round(cell * h / scale)), int(round(cell * w / scale)))
     up = F.interpolate(values[None], size=size, mode="bilinear", align_corners=False)[0]
     up = up[:, :out_hw[0], :out_hw[1]]
     if up.shape[-2:] != tuple(out_hw):   # rounding at the border: pad by replication
@@ -194,9 +200,12 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     stop: int | None = None, direction: str = "both",
                     progress: ProgressFn | None = None,
                     cancel: threading.Event | None = None,
-                    cache: FeatureCache | None = None, video_key=None) -> int:
+                    cache: FeatureCache | None = None, video_key=None,
+                    n_labels: int | None = None) -> int:
     """:func:`propagate_values` reporting both sides of each frame (:class:`FrameSides`).
-    Progress counts attention passes (a frame between two keyframes takes two)."""
+    Progress counts attention passes (a frame between two keyframes takes two).
+    n_labels: the leading channels that are per-cell label probabilities when the rest
+    are their sub-cell detail (:mod:`.sub_cell_labels`); None: all channels."""
     settings = settings or PropagationSettings()
     if settings.fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not {settings.fusion!r}.")
@@ -218,11 +227,12 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     oom: dict = {}                        # attention chunk size after an out-of-memory
     done = 0
     groups = model.affinity_groups()
-    masses = {k: conf.object_mass(v) for k, v in seeds.items()}
+    n = n_labels or next(iter(seeds.values())).shape[0]
+    masses = {k: conf.object_mass(v[:n]) for k, v in seeds.items()}
     # label probabilities (every seed sums to 1 over V, channel 0 the background): the
     # attention skips the cells far from every object, faint object probabilities are
     # dropped (min_mass); other value maps (heatmaps) are carried as they are
-    labels = all(bool((v >= 0).all()) and bool(((v.sum(0) - 1).abs() < 1e-4).all())
+    labels = all(bool((v >= 0).all()) and bool(((v[:n].sum(0) - 1).abs() < 1e-4).all())
                  for v in seeds.values())
     if progress:
         progress(0, total)
@@ -250,7 +260,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     del moved_tiled[next(iter(moved_tiled))]
                 feat = encode(k)
                 feat, vals, usable = moved_keyframe(feat, seeds[k].to(feat.device), shift,
-                                                    objects)
+                                                    objects, n_labels=n)
                 moved_tiled[key] = (tiled(feat, usable), vals)
             out.append(moved_tiled[key])
         return out
@@ -292,13 +302,14 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=labels)[0]
                     for i, g in enumerate(groups))
                 if labels:
-                    vals = conf.drop_faint(vals, settings.min_mass)
+                    conf.drop_faint(vals[:n], settings.min_mass)
+                    drop_detail_of_absent(vals, n)
                 if settings.n_recent:
                     recent_tiled[t] = tiled(feat)
                 if stored is not None:
                     cache.put(stored, vals)
             if settings.follow and settings.n_recent:   # for the next frame; cached too
-                shifts = object_shifts(seeds[source], vals, last_seen)
+                shifts = object_shifts(seeds[source][:n], vals[:n], last_seen)
             if settings.n_recent:
                 recent.append((t, vals))
                 kept = {q for q, _ in recent}
@@ -322,7 +333,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     if t in back:
                         bv, w = back.pop(t), (b - t) / (b - a)
                         if settings.fusion == "confidence":
-                            w = conf.fusion_weight(v, bv, w, (masses[a], masses[b]))
+                            w = conf.fusion_weight(v[:n], bv[:n], w, (masses[a], masses[b]))
                         on_sides(FrameSides(t, w * v + (1 - w) * bv, v, bv, w, (a, b)))
             else:
                 source, targets = fwd if fwd is not None else bwd
@@ -410,8 +421,9 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     for t, m in keys.items():
         channels = np.searchsorted(ids, resize_nearest(m, (hs, ws)))   # id -> channel
         onehot = F.one_hot(torch.from_numpy(channels), len(ids)).permute(2, 0, 1)
-        seeds[t] = downsample_probs(onehot, fhw).to(device)
-    record = conf.Recorder(t_total, seeds)
+        seeds[t] = seed_values(onehot, fhw, settings.label_stride).to(device)
+    n = len(ids)                                               # per-cell label channels
+    record = conf.Recorder(t_total, seeds, n)
     for t, m in keys.items():
         if start <= t < stop:
             out[t] = m
@@ -419,7 +431,8 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
 
     def write(s: FrameSides) -> None:
-        probs = _upsample(s.values, (h, w), settings.scale)
+        probs = _upsample(fine_probs(s.values, settings.label_stride), (h, w), settings.scale,
+                          cell=settings.label_stride)
         lab = ids_t[conf.argmax_channels(probs)].cpu().numpy().astype(out.dtype)
         out[s.t] = lab
         record(s)
@@ -428,7 +441,7 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
 
     propagate_sides(model, frames, seeds, write, settings=settings, start=start, stop=stop,
                     direction=direction, progress=progress, cancel=cancel, cache=cache,
-                    video_key=video_key)
+                    video_key=video_key, n_labels=n)
     return record.result(out, ids[1:])
 
 

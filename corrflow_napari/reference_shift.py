@@ -82,20 +82,23 @@ def moved_groups(key_values: torch.Tensor, shifts: dict[int, tuple[int, int]]
 
 
 def moved_keyframe(feat: torch.Tensor, key_values: torch.Tensor, shift: tuple[int, int],
-                   objects: tuple[int, ...]
+                   objects: tuple[int, ...], n_labels: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The keyframe's features (C, h, w) and labels (V, h, w) moved by ``shift`` (where
     nothing moves in, the keyframe as it is), and the (1, h, w) 0/1 map of usable cells:
     not the cells of objects outside ``objects`` (they moved otherwise; their labels
-    must not go along); None when every cell is usable (no mask for the attention)."""
+    must not go along); None when every cell is usable (no mask for the attention).
+    n_labels: the leading channels of ``key_values`` that are per-cell labels (the rest,
+    sub-cell detail, move along with them); None: all."""
     dy, dx = shift
     entered = 1 - shift_cells(torch.ones_like(feat[:1]), dy, dx)      # nothing moved in
 
     def move(x: torch.Tensor) -> torch.Tensor:
         return shift_cells(x, dy, dx) + entered * x
 
-    others = [o - 1 for o in range(1, key_values.shape[0]) if o not in objects]
+    n = n_labels or key_values.shape[0]
+    others = [o - 1 for o in range(1, n) if o not in objects]
     usable = None
     if others:
-        usable = move((~object_cells(key_values)[others].any(0, keepdim=True)).to(feat.dtype))
+        usable = move((~object_cells(key_values[:n])[others].any(0, keepdim=True)).to(feat.dtype))
     return move(feat), move(key_values), usable

@@ -55,8 +55,9 @@ def _tracking_propagation() -> PropagationSettings:
 
 # PropagationSettings fields that only concern masks: points have one keyframe per group
 # (no second side to fuse), move their references with ``motion`` instead of ``follow``
-# and drop faint heatmap values by ``roi_eps`` instead of ``min_mass``
-MASK_ONLY_OPTIONS = ("max_keyframes", "fusion", "follow", "min_mass")
+# and drop faint heatmap values by ``roi_eps`` instead of ``min_mass``; a point has no
+# sub-cell labels (``label_stride``)
+MASK_ONLY_OPTIONS = ("max_keyframes", "fusion", "follow", "min_mass", "label_stride")
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,7 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
 def test_user_facing_propagation_options():
     assert [o.name for o in options(PropagationSettings)] == [
         "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow",
-        "min_mass"]
+        "min_mass", "label_stride"]
     min_mass = {o.name: o for o in options(PropagationSettings)}["min_mass"]
     assert min_mass.kind is float and min_mass.default == 0.01 and min_mass.minimum == 0
     follow = {o.name: o for o in options(PropagationSettings)}["follow"]
@@ -245,6 +245,8 @@ def test_user_facing_propagation_options():
     assert fusion.default == "distance" and "one-sided" in fusion.choices
     topk = {o.name: o for o in options(PropagationSettings)}["topk"]
     assert topk.optional and topk.default == 10
+    stride = {o.name: o for o in options(PropagationSettings)}["label_stride"]
+    assert stride.kind is int and stride.choices == (4, 2, 1)
 
 
 def test_faint_object_probabilities_go_to_the_background():
