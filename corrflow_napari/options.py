@@ -124,7 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
     for o in options(cls):
         if o.name in skip:
             continue
-        extra = f"; {o.none_means} if 'none'" if o.optional else ""
+        extra = ((f"; {o.none_means}" if o.choices is not None else
+                  f"; {o.none_means} if 'none'") if o.optional else "")
         rng = (f" [{_fmt(o.minimum)}..{_fmt(o.maximum)}]"
                if o.minimum is not None or o.maximum is not None else "")
         kw: dict = {"help": f"{o.help}{rng} (default: {o.default}{extra})", "default": None}

@@ -2,7 +2,8 @@
 label propagation on top of it (numpy in, numpy out; keypoints: :mod:`.tracking`).
 
 Labels are carried as per-object probabilities at feature resolution (1/4 of the frame),
-copied from a reference memory through restricted attention:
+each cell with its sub-cell labels (``label_stride``, :mod:`.sub_cell_labels`), copied
+from a reference memory through restricted attention:
   * every keyframe (the user's painted frames; the nearest ``max_keyframes`` in time),
   * with ``follow``, the chain's keyframe moved to where its objects are now
     (:mod:`.reference_shift`),
@@ -89,9 +90,10 @@ class PropagationSettings:
         "object probabilities below this are dropped from each propagated frame (the "
         "attention then skips the cells far from every object); 0 = keep all",
         minimum=0.0, maximum=0.5))
-    label_stride: int = field(default=4, metadata=option(
-        "pixels per label cell at the working resolution: 4 = the feature grid; 2 or 1 "
-        "also carry each cell's sub-cell labels (thin parts survive)", choices=STRIDES))
+    label_stride: int | None = field(default=None, metadata=option(
+        "label cell size in pixels: 1 or 2 = feature cells also carry sub-cell labels (thin "
+        "parts survive; time grows with the objects); 4 = feature cells only", choices=STRIDES,
+        none_means="auto: 1, or 4 with Lab colour features alone"))
     chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
 
 
@@ -417,11 +419,11 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     hs, ws = scaled_size(h, w, settings.scale)
     fhw = feature_hw(h, w, settings.scale)
     device = model.device
-    seeds = {}
+    seeds, stride = {}, settings.label_stride or model.label_stride
     for t, m in keys.items():
         channels = np.searchsorted(ids, resize_nearest(m, (hs, ws)))   # id -> channel
         onehot = F.one_hot(torch.from_numpy(channels), len(ids)).permute(2, 0, 1)
-        seeds[t] = seed_values(onehot, fhw, settings.label_stride).to(device)
+        seeds[t] = seed_values(onehot, fhw, stride).to(device)
     n = len(ids)                                               # per-cell label channels
     record = conf.Recorder(t_total, seeds, n)
     for t, m in keys.items():
@@ -431,8 +433,7 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
 
     def write(s: FrameSides) -> None:
-        probs = _upsample(fine_probs(s.values, settings.label_stride), (h, w), settings.scale,
-                          cell=settings.label_stride)
+        probs = _upsample(fine_probs(s.values, stride), (h, w), settings.scale, cell=stride)
         lab = ids_t[conf.argmax_channels(probs)].cpu().numpy().astype(out.dtype)
         out[s.t] = lab
         record(s)

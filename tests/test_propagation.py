@@ -246,7 +246,7 @@ def test_user_facing_propagation_options():
     topk = {o.name: o for o in options(PropagationSettings)}["topk"]
     assert topk.optional and topk.default == 10
     stride = {o.name: o for o in options(PropagationSettings)}["label_stride"]
-    assert stride.kind is int and stride.choices == (4, 2, 1)
+    assert stride.kind is int and stride.choices == (4, 2, 1) and stride.optional
 
 
 def test_faint_object_probabilities_go_to_the_background():

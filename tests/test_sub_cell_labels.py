@@ -67,3 +67,17 @@ def test_thin_bar_survives_propagation(lab):
         assert res.object_confidence.shape == (len(gt), 2)
         np.testing.assert_array_equal(res.labels[0], gt[0])
     assert got[4] < 0.5 < 0.7 < got[1], got
+
+
+def test_auto_stride_keeps_lab_colour_on_the_feature_grid(lab):
+    # Lab colour features (4x4 averages) cannot tell a flat square's top edge from its
+    # bottom edge: carried through recent frames, sub-cell patterns of the half-covered
+    # edge cells flip. The auto stride (None) keeps Lab colour at 4.
+    from tests.test_propagation import moving_squares
+    frames, gt = moving_squares(t=8, step=4)
+    assert lab.label_stride == 4
+    scores = {}
+    for stride in (None, 4, 1):
+        res = propagate(lab, frames, {0: gt[0]}, settings=PropagationSettings(label_stride=stride))
+        scores[stride] = min(iou(res.labels[t] == 3, gt[t] == 3) for t in range(1, len(gt)))
+    assert scores[None] == scores[4] > 0.9 > 0.8 > scores[1], scores

@@ -47,6 +47,9 @@ class FeatureExtractor(nn.Module):
     stride = 4
     name = "base"
     inference = InferenceSettings()
+    # label stride (pixels) when PropagationSettings.label_stride is None: sub-cell labels
+    # need features that tell a flat object's top edge from its bottom edge
+    label_stride = 1
 
     @property
     def device(self) -> torch.device:
@@ -105,6 +108,10 @@ class LabFeatures(FeatureExtractor):
 
     name = "lab"
     inference = InferenceSettings(metric="negsqdist", temperature=0.05)
+    # 4x4 colour averages cannot place a sub-cell pattern: on flat squares moving 4 px a
+    # frame, sub-cell labels carried through recent frames flipped the half-covered edge
+    # cells (IoU 0.95 -> 0.60; tests/test_sub_cell_labels.py)
+    label_stride = 4
 
     def __init__(self):
         super().__init__()
