@@ -40,7 +40,13 @@ from .model.features import FeatureExtractor
 from .options import option
 from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
 from .schedule import affected_range, plan_chains, schedule
-from .sub_cell_labels import STRIDES, drop_detail_of_absent, fine_probs, seed_values
+from .sub_cell_labels import (
+    STRIDES,
+    downsample_probs,
+    drop_detail_of_absent,
+    fine_probs,
+    seed_values,
+)
 from .working_resolution import at_working_resolution
 
 PropagationResult = conf.PropagationResult
@@ -124,12 +130,6 @@ def resize_nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return mask
     t = torch.from_numpy(mask.astype(np.int64))[None, None].float()
     return F.interpolate(t, size=hw, mode="nearest")[0, 0].long().numpy()
-
-
-def downsample_probs(onehot: torch.Tensor, feat_hw: tuple[int, int]) -> torch.Tensor:
-    """(V, H', W') 0/1 maps at encoder-input size -> (V, h, w) area-averaged probabilities."""
-    v = F.avg_pool2d(onehot[None].float(), 4, 4, ceil_mode=True, count_include_pad=False)[0]
-    return v[:, :feat_hw[0], :feat_hw[1]]
 
 
 def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float,

@@ -35,16 +35,22 @@ def sub_cells(stride: int) -> int:
     return CELL // stride
 
 
+def downsample_probs(onehot: torch.Tensor, feat_hw: tuple[int, int]) -> torch.Tensor:
+    """(V, H', W') 0/1 maps at encoder-input size -> (V, h, w) area-averaged probabilities."""
+    v = F.avg_pool2d(onehot[None].float(), CELL, CELL, ceil_mode=True,
+                     count_include_pad=False)[0]
+    return v[:, :feat_hw[0], :feat_hw[1]]
+
+
 def seed_values(onehot: torch.Tensor, feat_hw: tuple[int, int], stride: int) -> torch.Tensor:
     """(V, H', W') 0/1 maps at encoder-input size -> (V + (V-1) s^2, h, w) values: per-cell
     probabilities (area averages) followed by the objects' sub-cell probabilities."""
     h, w = feat_hw
-    x = onehot[None].float()
-    cells = F.avg_pool2d(x, CELL, CELL, ceil_mode=True, count_include_pad=False)[0]
-    cells = cells[:, :h, :w]
+    cells = downsample_probs(onehot, feat_hw)
     s = sub_cells(stride)
     if s == 1:
         return cells
+    x = onehot[None].float()
     pad = (0, max(0, CELL * w - x.shape[-1]), 0, max(0, CELL * h - x.shape[-2]))
     x = F.pad(x, pad, mode="replicate")[..., :CELL * h, :CELL * w]
     fine = F.avg_pool2d(x[:, 1:], stride, stride)                 # (1, V-1, h*s, w*s)
