@@ -8,7 +8,10 @@ with bf16 autocast on CUDA, after one warm-up run, and prints one JSON line per 
         --model corrflow_napari/weights/corrflow_default.pt --model paper --model lab
 
 ``paper`` is the paper's full-width encoder with random weights (timing only); ``lab``
-is the Lab-colour path; anything else is a checkpoint.
+is the Lab-colour path; anything else is a checkpoint. ``--profile N`` also runs the
+first model once more (fp32, the first chunk size) on N frames under ``torch.profiler``
+and prints the operators that take the most time (device time on CUDA), so that a short
+GPU session says where the time goes.
 """
 from __future__ import annotations
 
@@ -63,6 +66,21 @@ def time_run(model, frames, mask, device, bf16: bool, settings) -> dict:
             "steady_frames_per_s": round(1 / float(np.median(gaps)), 2) if len(gaps) else None}
 
 
+def profile_run(model, frames, mask, device, settings, rows: int = 25) -> str:
+    """torch.profiler table of one propagation over ``frames`` (top ``rows`` operators by
+    self device time on CUDA, self CPU time otherwise)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    _sync(device)
+    with profile(activities=activities) as prof:
+        propagate_labels(model, frames, {0: mask}, settings=settings)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("davis", help="DAVIS-2016 root (JPEGImages/480p, Annotations/480p)")
@@ -74,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-tiles", default="",
                     help="comma-separated attention chunk sizes to compare (default: the "
                          "settings' own)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile one run of the first model on N frames (0: no)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     frames, gt = load_sequence_prefix(Path(args.davis), args.seq, args.frames)
@@ -92,6 +112,10 @@ def main(argv=None) -> int:
             print(json.dumps({"model": which, "device": name, "bf16": bf16,
                               "seq": args.seq, "size": list(frames.shape[1:3]),
                               "radius": settings.radius, "chunk_tiles": chunk, **r}),
+                  flush=True)
+        if args.profile and which == (args.model or [str(SHIPPED_WEIGHTS)])[0]:
+            settings = replace(base, chunk_tiles=chunks[0])
+            print(profile_run(model, frames[:args.profile], mask, device, settings),
                   flush=True)
     return 0
 

@@ -23,4 +23,4 @@ nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpu.txt" 2>&1
     | tee "$out/train.log"
 cp runs/gpu/loss.csv "$out/" 2>/dev/null
 timeout 150 "$py" scripts/gpu_check.py runs/davis-mini --frames "${FRAMES:-1000}" --model checkpoints/latest.pt \
-    --model "$out/export.pt" --model lab --chunk-tiles 128,2048 2>&1 | tee "$out/gpu_check.log"
+    --model "$out/export.pt" --model lab --chunk-tiles 128,2048 --profile 20 2>&1 | tee "$out/gpu_check.log"

@@ -104,7 +104,9 @@ def test_gpu_check_times_propagation(tmp_path, texture, capsys):
         mask[20:40, 30 + 2 * t:60 + 2 * t] = 1
         Image.fromarray(mask).save(ann / f"{t:05d}.png")
     _load("gpu_check").main([str(tmp_path), "--seq", "drift", "--device", "cpu",
-                             "--model", "lab", "--chunk-tiles", "4,64"])
-    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+                             "--model", "lab", "--chunk-tiles", "4,64", "--profile", "3"])
+    out = capsys.readouterr().out
+    rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     assert [r["chunk_tiles"] for r in rows] == [4, 64]
+    assert "Self CPU" in out and "aten::" in out          # the profiler's operator table
     assert all(r["frames"] == 5 and r["frames_per_s"] > 0 for r in rows)
