@@ -77,7 +77,7 @@ def profile_run(model, frames, mask, device, settings, rows: int = 25) -> str:
     with profile(activities=activities) as prof:
         propagate_labels(model, frames, {0: mask}, settings=settings)
         _sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
