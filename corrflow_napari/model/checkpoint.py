@@ -40,10 +40,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
+def stored_tensor(name: str, value: torch.Tensor, half: bool) -> torch.Tensor:
+    """An encoder tensor as a file stores it: with ``half``, weights and biases in fp16
+    (BatchNorm statistics and integer counters stay as they are)."""
+    if half and value.is_floating_point() and name.split(".")[-1] in ("weight", "bias"):
+        return value.half()
+    return value
+
+
 def save_checkpoint(path, model: CorrFlowModel, *, half: bool = False, **extra) -> None:
     """Write ``model`` (+ extra entries such as optimizer/step/train_config) atomically."""
-    state = {k: (v.half() if half and v.is_floating_point() and k.split(".")[-1] in
-                 ("weight", "bias") else v).detach().cpu()
+    state = {k: stored_tensor(k, v, half).detach().cpu()
              for k, v in model.encoder.state_dict().items()}
     obj = {"format": FORMAT, "version": VERSION,
            "encoder_config": model.config.to_dict(), "encoder": state,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InputError
-from ..model.checkpoint import atomic_torch_save, read_checkpoint
+from ..model.checkpoint import atomic_torch_save, read_checkpoint, stored_tensor
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], *, half: bool = True) -> dict:
@@ -43,8 +43,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], *, half: bool = True
             encoder[name] = value
             continue
         mean = torch.stack([o["encoder"][name].float() for o in objs]).mean(0)
-        keep_half = half and name.split(".")[-1] in ("weight", "bias")
-        encoder[name] = mean.half() if keep_half else mean
+        encoder[name] = stored_tensor(name, mean, half)
     steps = [o.get("step") for o in objs]
     return {k: v for k, v in first.items()
             if k not in ("optimizer", "scaler", "step", "encoder")} | {
