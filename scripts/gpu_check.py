@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         PropagationSettings(radius=args.radius)
     chunks = [int(c) for c in args.chunk_tiles.split(",") if c] or [base.chunk_tiles]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    for which in args.model or [str(SHIPPED_WEIGHTS)]:
+    models = args.model or [str(SHIPPED_WEIGHTS)]
+    for which in models:
         model = _model(which, device)
         for bf16, chunk in product([False, True] if device.type == "cuda" else [False],
                                    chunks):
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
                               "seq": args.seq, "size": list(frames.shape[1:3]),
                               "radius": settings.radius, "chunk_tiles": chunk, **r}),
                   flush=True)
-        if args.profile and which == (args.model or [str(SHIPPED_WEIGHTS)])[0]:
+        if args.profile and which == models[0]:
             settings = replace(base, chunk_tiles=chunks[0])
             print(profile_run(model, frames[:args.profile], mask, device, settings),
                   flush=True)
