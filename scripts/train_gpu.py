@@ -102,7 +102,7 @@ def _config(args, batch: int) -> TrainConfig:
         base = TrainConfig.cpu(crop=64, width=0.25)
     else:
         base = TrainConfig.paper()
-    lr = 2e-4 * math.sqrt(batch / PAPER_BATCH)
+    lr = 2e-4 * math.sqrt(batch / PAPER_BATCH) * args.lr_scale
     if args.crop:
         base = replace(base, crop=args.crop)
     return replace(base, batch=batch, iters=args.iters or 10**9, lr=lr, seed=args.seed,
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write fp16 weights only (no optimiser state) here at the end")
     p.add_argument("--tiny", action="store_true",
                    help="64-px crops, quarter width: a CPU check of the same code")
+    p.add_argument("--lr-scale", type=float, default=1.0,
+                   help="multiply the learning rate (2e-4 x sqrt(batch / 6)) by this")
     p.add_argument("--lab-mix", type=float, default=0.0,
                    help="train through the inference mixture (TrainConfig.lab_mix)")
     return p
