@@ -135,15 +135,20 @@ def _probe_batch(model, data: BundleClips, config: TrainConfig, device) -> int:
 
 
 FIT_AFTER = (10, 40)   # --iters 0 times steps 10..40 (after cudnn's autotuning)
+REFIT_S = 300.0        # --iters 0 refits the schedule this often (seconds)
 
 
-def _fit_schedule(config: TrainConfig, step: int, t0: float, deadline: float,
-                  max_steps: int, start_step: int) -> tuple[TrainConfig, int]:
-    """Schedule length for ``--iters 0``: the steps that fit before ``deadline`` at the rate
-    measured since ``t0`` (over FIT_AFTER), 3% kept for the checkpoint."""
-    rate = (FIT_AFTER[1] - FIT_AFTER[0]) / max(time.monotonic() - t0, 1e-9)
-    iters = step + int(rate * max(deadline - time.monotonic(), 0.0) * 0.97)
-    print(f"schedule fitted to the time left: {iters} steps ({rate:.2f} steps/s)", flush=True)
+def _fit_schedule(config: TrainConfig, step: int, rate: float, deadline: float,
+                  max_steps: int, start_step: int, quiet: bool = False
+                  ) -> tuple[TrainConfig, int]:
+    """Schedule length for ``--iters 0``: the steps that fit before ``deadline`` at ``rate``
+    (steps/s), 3% kept for the checkpoint. Fitted after FIT_AFTER, then again every
+    REFIT_S from the rate since the last fit, so that a CPU run slowed (or sped up) by
+    other jobs still ends its learning-rate schedule at the deadline."""
+    iters = max(step + 1, step + int(rate * max(deadline - time.monotonic(), 0.0) * 0.97))
+    if not quiet:
+        print(f"schedule fitted to the time left: {iters} steps ({rate:.2f} steps/s)",
+              flush=True)
     config = replace(config, iters=iters)
     return config, (iters if not max_steps else min(iters, start_step + max_steps))
 
@@ -220,17 +225,21 @@ def run(args) -> dict:
 
     save_every_s, last_save = 120.0, time.monotonic()
     fit = not args.iters          # --iters 0: the schedule is fitted to this run's minutes
-    fit_t0 = time.monotonic()
+    fit_t0, fit_step = time.monotonic(), start_step
     last = config.iters if not args.steps else min(config.iters, start_step + args.steps)
     while step < last and time.monotonic() < deadline and not stop["flag"]:
-        if fit and step == start_step + FIT_AFTER[1]:
+        if fit and (step == start_step + FIT_AFTER[1] or (
+                step > start_step + FIT_AFTER[1] and time.monotonic() - fit_t0 > REFIT_S)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            config, last = _fit_schedule(config, step, fit_t0, deadline, args.steps, start_step)
+            rate = (step - fit_step) / max(time.monotonic() - fit_t0, 1e-9)
+            config, last = _fit_schedule(config, step, rate, deadline, args.steps, start_step,
+                                         quiet=step != start_step + FIT_AFTER[1])
+            fit_t0, fit_step = time.monotonic(), step
         if fit and step == start_step + FIT_AFTER[0]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            fit_t0 = time.monotonic()
+            fit_t0, fit_step = time.monotonic(), step
         ss = np.random.SeedSequence([args.seed, step])
         rng = np.random.default_rng(ss)
         gen = torch.Generator().manual_seed(int(ss.generate_state(1)[0]))

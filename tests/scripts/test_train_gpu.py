@@ -90,6 +90,37 @@ def test_iters_zero_fits_the_schedule_to_the_minutes(bundle, tmp_path, monkeypat
     assert 6 < res["iters"] < 10**6           # fitted to 5 minutes from the measured speed
 
 
+def test_iters_zero_refits_the_schedule_when_steps_slow_down(bundle, tmp_path, monkeypatch):
+    """A CPU run that other jobs slow down still ends its schedule at the deadline: the
+    schedule is fitted again from the recent speed (here: every step, steps made slow)."""
+    import time
+    out, _ = bundle
+    train = _load("train_gpu")
+    monkeypatch.setattr(train, "FIT_AFTER", (1, 3))
+    monkeypatch.setattr(train, "REFIT_S", 0.0)
+    fitted = []
+    real_fit, real_step = train._fit_schedule, train.train_step
+
+    def fit(config, step, *a, **k):
+        config, last = real_fit(config, step, *a, **k)
+        fitted.append((step, config.iters))
+        return config, last
+
+    def slow_step(*a, **k):
+        if len(fitted) >= 1:
+            time.sleep(0.5)          # a neighbour takes the CPU after the first fit
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train, "_fit_schedule", fit)
+    monkeypatch.setattr(train, "train_step", slow_step)
+    train.run(train.build_parser().parse_args(
+        [str(out), str(tmp_path / "refit"), "--tiny", "--device", "cpu", "--batch", "2",
+         "--iters", "0", "--minutes", "5", "--steps", "6", "--log-every", "1"]))
+    assert [s for s, _ in fitted][:2] == [3, 4]           # fitted, then refitted each step
+    assert fitted[-1][1] < fitted[0][1] / 2               # slower steps: a shorter schedule
+    assert fitted[-1][1] < 5 * 60 / 0.5                   # at most what fits at 0.5 s/step
+
+
 def test_gpu_check_times_propagation(tmp_path, texture, capsys):
     """scripts/gpu_check.py (the GPU frames/s row) runs here on the CPU: one JSON line per
     model and chunk size, every frame propagated."""
