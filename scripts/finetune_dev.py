@@ -45,6 +45,17 @@ def jf(model, video, gt) -> dict:
     return {k: 100 * r[k] for k in ("JF", "J", "F")}
 
 
+def averaged(start, trained):
+    """A copy of ``trained`` whose floating-point weights and buffers are the mean of the
+    two models' (weight-space ensembling of the start and the fine-tuned weights)."""
+    import copy
+    out = copy.deepcopy(trained)
+    a, b = start.state_dict(), trained.state_dict()
+    out.load_state_dict({k: (a[k].float() + b[k].float()).div(2).to(b[k].dtype)
+                         if b[k].is_floating_point() else b[k] for k in b})
+    return out.eval()
+
+
 def score_checks(root: Path, weights: list[Path]) -> None:
     """The label-aware held-out check and guard, as finetune() measures them, for the
     shipped weights and each saved ``labels-<minutes>-SEQ.pt``."""
@@ -65,6 +76,11 @@ def main() -> None:
     ap.add_argument("--sequences", default="all")
     ap.add_argument("--mode", choices=("labels", "colours"), default="labels")
     ap.add_argument("--minutes", type=float, default=3.0, help="wall time, check included")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="train this many steps instead of --minutes (comparable when the "
+                         "CPU is shared)")
+    ap.add_argument("--average", action="store_true",
+                    help="also score the mean of the start and the fine-tuned weights")
     ap.add_argument("--out", type=Path, default=Path("runs/ftdev"))
     ap.add_argument("--tag", default="", help="label of this configuration in the rows")
     ap.add_argument("--save", action="store_true",
@@ -94,7 +110,8 @@ def main() -> None:
         keyframes = {0: gt[0]} if a.mode == "labels" else None
         config = TrainConfig.finetune(labels=keyframes is not None)
         t0 = time.perf_counter()
-        res = finetune(model, video, minutes=a.minutes, keyframes=keyframes, config=config)
+        budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
+        res = finetune(model, video, keyframes=keyframes, config=config, **budget)
         t_ft = time.perf_counter() - t0
         trained = res.model
         if res.kept_start and not a.no_score_kept:   # score what it learned (not kept)
@@ -117,6 +134,9 @@ def main() -> None:
                    final=b if res.kept_start else ft["JF"],
                    delta_final=0.0 if res.kept_start else ft["JF"] - b,
                    load=os.getloadavg()[0])
+        if a.average:
+            avg = jf(averaged(model, trained), video, gt)["JF"]
+            row.update(avg=avg, delta_avg=avg - b)
         print(json.dumps(row), flush=True)
         with open(a.out / "rows.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
