@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0,
                     help="train this many steps instead of --minutes (comparable when the "
                          "CPU is shared)")
+    ap.add_argument("--lr", type=float, default=0.0,
+                    help="learning rate instead of TrainConfig.finetune's")
     ap.add_argument("--average", action="store_true",
                     help="also score the mean of the start and the fine-tuned weights")
     ap.add_argument("--out", type=Path, default=Path("runs/ftdev"))
@@ -108,7 +110,8 @@ def main() -> None:
             base[seq] = jf(model, video, gt)
             write_json_atomic(base_file, base)
         keyframes = {0: gt[0]} if a.mode == "labels" else None
-        config = TrainConfig.finetune(labels=keyframes is not None)
+        config = TrainConfig.finetune(labels=keyframes is not None,
+                                      **(dict(lr=a.lr) if a.lr else {}))
         t0 = time.perf_counter()
         budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
         res = finetune(model, video, keyframes=keyframes, config=config, **budget)
