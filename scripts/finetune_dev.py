@@ -63,7 +63,7 @@ def score_checks(root: Path, weights: list[Path]) -> None:
         seq = w.stem.split("-", 2)[2]
         gt, _ = load_annotations(root, seq)
         video = open_video(frame_folder(root, seq))
-        _, _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune(labels=True),
+        _, _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune(),
                                    LabelTerm())
         base, ft = load_model(None, device="cpu"), load_model(w, device="cpu")
         print(json.dumps(dict(seq=seq, check=[check.score(base), check.score(ft)],
@@ -110,8 +110,7 @@ def main() -> None:
             base[seq] = jf(model, video, gt)
             write_json_atomic(base_file, base)
         keyframes = {0: gt[0]} if a.mode == "labels" else None
-        config = TrainConfig.finetune(labels=keyframes is not None,
-                                      **(dict(lr=a.lr) if a.lr else {}))
+        config = TrainConfig.finetune(**(dict(lr=a.lr) if a.lr else {}))
         t0 = time.perf_counter()
         budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
         res = finetune(model, video, keyframes=keyframes, config=config, **budget)

@@ -80,16 +80,15 @@ class TrainConfig:
         return cls(**base)
 
     @classmethod
-    def finetune(cls, labels: bool = False, **kw) -> TrainConfig:
+    def finetune(cls, **kw) -> TrainConfig:
         """Fine-tuning defaults: 128 crops at the clip's native scale, batch 2, 160 steps
-        (about 3 minutes on a 2-core CPU) at a constant lr 1e-4, frozen BatchNorm. With
-        ``labels`` (painted keyframes: the label term, no colour clips) lr 1e-3 (why:
+        (about 3 minutes on a 2-core CPU) at a constant lr 1e-4, frozen BatchNorm, with
+        or without painted keyframes (the label term, no colour clips; its lr was 1e-3,
+        chosen on older weights, until it measured -4.6 J&F on the current default:
         docs/measurements-training.md)."""
         base = dict(crop=128, batch=2, lr=1e-4, iters=160, lr_milestones=(),
                     scale_to="native", scale=(0.5, 1.0), frozen_bn=True, save_every=0,
                     log_every=10, mean_window=10, centroid_clips=8)
-        if labels:
-            base.update(lr=1e-3)
         base.update(kw)
         return cls(**base)
 

@@ -157,7 +157,7 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     if not isinstance(model, CorrFlowModel):
         raise InputError("only CorrFlow weights can be fine-tuned (not the Lab baseline).")
     log = log or _noop
-    config = config or TrainConfig.finetune(labels=bool(keyframes))
+    config = config or TrainConfig.finetune()
     term = label_term or LabelTerm()
     if model.inference.frame_bn and config.frozen_bn:
         # the model normalises each frame with its own statistics at inference: train with
