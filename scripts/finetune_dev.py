@@ -19,6 +19,7 @@ check keeps the starting ones, so that every sequence fine-tuning would make wor
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.training import TrainConfig, finetune
 from corrflow_napari.training.finetune import _plan
 from corrflow_napari.training.label_objective import LabelTerm
+from corrflow_napari.training.weight_average import mean_state
 
 DEFAULT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-dev"
 
@@ -48,11 +50,8 @@ def jf(model, video, gt) -> dict:
 def averaged(start, trained):
     """A copy of ``trained`` whose floating-point weights and buffers are the mean of the
     two models' (weight-space ensembling of the start and the fine-tuned weights)."""
-    import copy
     out = copy.deepcopy(trained)
-    a, b = start.state_dict(), trained.state_dict()
-    out.load_state_dict({k: (a[k].float() + b[k].float()).div(2).to(b[k].dtype)
-                         if b[k].is_floating_point() else b[k] for k in b})
+    out.load_state_dict(mean_state([trained.state_dict(), start.state_dict()]))
     return out.eval()
 
 

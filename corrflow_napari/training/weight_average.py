@@ -18,6 +18,14 @@ from ..errors import InputError
 from ..model.checkpoint import atomic_torch_save, read_checkpoint, stored_tensor
 
 
+def mean_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean (in fp32) of the floating-point tensors of state dicts with
+    the same keys; other tensors (integer counters) are taken from the first."""
+    first = states[0]
+    return {name: torch.stack([s[name].float() for s in states]).mean(0)
+            if value.is_floating_point() else value for name, value in first.items()}
+
+
 def average_checkpoints(paths: Sequence[str | os.PathLike], *, half: bool = True) -> dict:
     """The checkpoint dict whose encoder tensors are the mean of those of ``paths``
     (at least two files with the same encoder config, centroids and inference settings).
@@ -37,13 +45,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], *, half: bool = True
                              "from one starting checkpoint can be averaged.")
         if set(o["encoder"]) != set(first["encoder"]):
             raise InputError(f"{p}: its encoder tensors differ from {paths[0]}'s.")
-    encoder = {}
-    for name, value in first["encoder"].items():
-        if not value.is_floating_point():
-            encoder[name] = value
-            continue
-        mean = torch.stack([o["encoder"][name].float() for o in objs]).mean(0)
-        encoder[name] = stored_tensor(name, mean, half)
+    mean = mean_state([o["encoder"] for o in objs])
+    encoder = {name: stored_tensor(name, value, half) for name, value in mean.items()}
     steps = [o.get("step") for o in objs]
     return {k: v for k, v in first.items()
             if k not in ("optimizer", "scaler", "step", "encoder")} | {
