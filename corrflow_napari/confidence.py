@@ -183,9 +183,11 @@ class Recorder:
 
         got = measures(labels(sides.values), self.ref_mass(sides.sources, sides.w_forward),
                        labels(sides.forward), labels(sides.backward))
-        self.objects[sides.t] = got[CONFIDENCE_MEASURE].cpu().numpy()
-        for name, v in got.items():
-            self.measures[name][sides.t] = float(v.mean())
+        per_object = got[CONFIDENCE_MEASURE]        # one device-to-host copy per frame
+        host = torch.cat([per_object, torch.stack([v.mean() for v in got.values()])]).cpu()
+        self.objects[sides.t] = host[:len(per_object)].numpy()
+        for name, v in zip(got, host[len(per_object):].tolist()):
+            self.measures[name][sides.t] = v
 
     def result(self, labels: np.ndarray, object_ids: np.ndarray) -> PropagationResult:
         done = ~np.isnan(self.objects).any(axis=1)

@@ -168,8 +168,14 @@ class FrameEncoder:
     With a ``cache`` (:class:`FeatureCache`) features are
     looked up under ``(video_key, t, model_key(model), encoder input size)`` first and
     stored after encoding; ``video_key`` None derives one from the frames object
-    (:func:`video_key`). ``count``: encoder calls made.
+    (:func:`video_key`). ``count``: frames encoded. On an accelerator with a cache,
+    :meth:`plan` gives the order frames will be asked for: a miss then encodes up to
+    ``batch`` planned frames at once (a GPU runs one frame's small convolutions far
+    below its capacity; a batch takes about the launches of one frame).
     """
+
+    batch = 8
+    unbatched = ("cpu",)      # devices that encode one frame at a time (no gain measured)
 
     def __init__(self, model: nn.Module, frames, scale: float,
                  cache: FeatureCache | None = None, video_key=None):
@@ -177,6 +183,7 @@ class FrameEncoder:
         self.count = 0
         self._cpu_model: nn.Module | None = None
         self.cache = cache
+        self._ahead: dict[int, list[int]] = {}       # frame -> the planned frames after it
         if cache is not None:
             h, w = int(frames.shape[1]), int(frames.shape[2])
             vkey = video_key if video_key is not None else default_video_key(frames)
@@ -188,15 +195,44 @@ class FrameEncoder:
         vkey, mkey, size = self._key
         return (vkey, int(t), mkey, size) + tuple(what)
 
+    def plan(self, order: list[int]) -> None:
+        """Frames ``order`` will be asked for in this order (see the class docstring)."""
+        if self.cache is not None and self.model.device.type not in self.unbatched \
+                and self.batch > 1:
+            self._ahead = {t: order[i + 1:i + self.batch] for i, t in enumerate(order)}
+
     def __call__(self, t: int) -> torch.Tensor:
         if self.cache is None:
             return self._encode(t)
         key = self.key(t)
         feat = self.cache.get(key)
         if feat is None:
+            more = [u for u in self._ahead.get(t, []) if self.key(u) not in self.cache]
+            if more and self._cpu_model is None:
+                try:
+                    feats = self._encode_batch([t] + more)
+                except torch.OutOfMemoryError:       # one frame at a time from here on
+                    free_accelerator_memory(self.model.device)
+                    self._ahead = {}
+                else:
+                    for u, f in zip(more, feats[1:]):
+                        self.cache.put(self.key(u), f)
+                    self.cache.put(key, feats[0])
+                    return feats[0]
             feat = self._encode(t)
             self.cache.put(key, feat)
         return feat
+
+    def _encode_batch(self, ts: list[int]) -> torch.Tensor:
+        """(len(ts), C, h, w) features of frames ``ts`` in one encoder call."""
+        x = torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts]))
+        h, w = x.shape[1:3]
+        x = x.to(self.model.device)              # resized there, not on the host
+        if self.scale != 1.0:
+            x = resize_rgb8(x, scaled_size(h, w, self.scale))
+        feats = self.model.encode(x)
+        self.count += len(ts)
+        return feats
 
     def _encode(self, t: int) -> torch.Tensor:
         frame = np.asarray(self.frames[t])

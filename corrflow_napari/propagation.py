@@ -100,7 +100,8 @@ class PropagationSettings:
         "label cell size in pixels: 1 or 2 = feature cells also carry sub-cell labels (thin "
         "parts survive; time grows with the objects); 4 = feature cells only", choices=STRIDES,
         none_means="auto: 1, or 4 with Lab colour features alone"))
-    chunk_tiles: int | None = 128   # attention tiles per batch (bounds peak memory)
+    chunk_tiles: int | None = 512   # attention tiles at a time on a GPU (bounds memory)
+    skip_far: bool | None = None    # label attention skips tiles far from objects; None: CPU
 
 
 # --------------------------------------------------------------------------- frames
@@ -236,6 +237,8 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     # dropped (min_mass); other value maps (heatmaps) are carried as they are
     labels = all(bool((v >= 0).all()) and bool(((v[:n].sum(0) - 1).abs() < 1e-4).all())
                  for v in seeds.values())
+    skip = labels and (model.device.type == "cpu" if settings.skip_far is None
+                       else settings.skip_far)
     if progress:
         progress(0, total)
 
@@ -274,6 +277,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
         recent_tiled: dict[int, list[ReferenceTiles]] = {}
         last_seen: dict = {}              # object -> its last shift (reference_shift)
         shifts: dict = {}                 # each object's shift in the previous frame
+        encode.plan(targets)
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return
@@ -301,7 +305,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 vals = sum(g.weight * _attend_oom_safe(
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
                     temperature=g.temperature, topk=settings.topk,
-                    chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=labels)[0]
+                    chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=skip)[0]
                     for i, g in enumerate(groups))
                 if labels:
                     conf.drop_faint(vals[:n], settings.min_mass)
@@ -322,14 +326,11 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 progress(done, total)
             yield t, vals
 
-    def wanted(t: int) -> bool:
-        return start <= t < stop
-
     with torch.inference_mode():
         for fwd, bwd in plan:
             if fwd is not None and bwd is not None:          # between two keyframes
                 (a, f_targets), (b, b_targets) = fwd, bwd
-                back = {t: v for t, v in chain(b, b_targets) if wanted(t)}
+                back = {t: v for t, v in chain(b, b_targets) if start <= t < stop}
                 for t, v in ([] if cancel is not None and cancel.is_set()
                              else chain(a, f_targets)):
                     if t in back:
@@ -341,7 +342,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 source, targets = fwd if fwd is not None else bwd
                 forward = fwd is not None
                 for t, v in chain(source, targets):
-                    if wanted(t):
+                    if start <= t < stop:
                         on_sides(FrameSides(t, v, v if forward else None,
                                             None if forward else v, float(forward),
                                             (source, None) if forward else (None, source)))
@@ -381,11 +382,8 @@ def propagate_values(model: FeatureExtractor, frames, seeds: dict[int, torch.Ten
 
 def label_dtype(max_id: int) -> np.dtype:
     """Smallest unsigned dtype holding ids up to ``max_id`` (uint8 for <= 255)."""
-    if max_id <= np.iinfo(np.uint8).max:
-        return np.dtype(np.uint8)
-    if max_id <= np.iinfo(np.uint16).max:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
+    return next((np.dtype(d) for d in (np.uint8, np.uint16) if max_id <= np.iinfo(d).max),
+                np.dtype(np.uint32))
 
 
 def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],

@@ -53,16 +53,17 @@ def object_shifts(key_values: torch.Tensor, now_values: torch.Tensor,
     the background. An object with (almost) no cells now keeps its entry in ``last``
     (where it was last seen; (0, 0) at first), so a hidden object is looked for there.
     ``last`` is updated."""
+    # one device-to-host copy per call (on a GPU every read of a tensor waits for it)
     ky, kx, kn = _centroids(object_cells(key_values))
     ny, nx, nn = _centroids(object_cells(now_values))
+    dy, dx, kn, nn = torch.stack([ny - ky, nx - kx, kn, nn]).tolist()
     out = {}
     for i in range(len(kn)):
         if kn[i] == 0:
             continue
         o = i + 1
         if nn[i] >= MIN_CELLS_RATIO * kn[i]:
-            last[o] = (STEP * round(float(ny[i] - ky[i]) / STEP),
-                       STEP * round(float(nx[i] - kx[i]) / STEP))
+            last[o] = (STEP * round(dy[i] / STEP), STEP * round(dx[i] / STEP))
         out[o] = last.get(o, (0, 0))
     return out
 
@@ -72,11 +73,13 @@ def moved_groups(key_values: torch.Tensor, shifts: dict[int, tuple[int, int]]
     """The moved copies to match: ``[(shift, objects)]``, objects sharing a shift grouped,
     shift (0, 0) left out (the keyframe itself covers it), the groups with the most
     keyframe cells first, at most :data:`MAX_MOVED`."""
-    cells = object_cells(key_values).sum((1, 2))
     groups: dict[tuple[int, int], list[int]] = {}
     for o, s in shifts.items():
         if s != (0, 0):
             groups.setdefault(s, []).append(o)
+    if not groups:
+        return []
+    cells = object_cells(key_values).sum((1, 2)).tolist()
     ranked = sorted(groups.items(), key=lambda g: -sum(int(cells[o - 1]) for o in g[1]))
     return [(s, tuple(objs)) for s, objs in ranked[:MAX_MOVED]]
 

@@ -9,7 +9,7 @@ with bf16 autocast on CUDA, after one warm-up run, and prints one JSON line per 
 
 ``paper`` is the paper's full-width encoder with random weights (timing only); ``lab``
 is the Lab-colour path; anything else is a checkpoint. ``--profile N`` also runs the
-first model once more (fp32, the first chunk size) on N frames under ``torch.profiler``
+first model once more (fp32, the first of each swept setting) on N frames under ``torch.profiler``
 and prints the operators that take the most time (device time on CUDA), so that a short
 GPU session says where the time goes.
 """
@@ -29,10 +29,13 @@ import torch
 
 from corrflow_napari.device import pick_device
 from corrflow_napari.evaluation import load_sequence_prefix
+from corrflow_napari.feature_cache import FrameEncoder
 from corrflow_napari.model import SHIPPED_WEIGHTS, load_model
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.propagation import PropagationSettings, propagate_labels
+
+SKIP_FAR = {"auto": None, "on": True, "off": False}
 
 
 def _model(which: str, device: torch.device):
@@ -78,7 +81,10 @@ def profile_run(model, frames, mask, device, settings, rows: int = 25) -> str:
         propagate_labels(model, frames, {0: mask}, settings=settings)
         _sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    table = prof.key_averages().table(sort_by=key, row_limit=rows)
+    if device.type == "cuda":     # kernel launches and host waits per frame: by count
+        table += "\n" + prof.key_averages().table(sort_by="count", row_limit=rows)
+    return table
 
 
 def main(argv=None) -> int:
@@ -92,6 +98,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-tiles", default="",
                     help="comma-separated attention chunk sizes to compare (default: the "
                          "settings' own)")
+    ap.add_argument("--skip-far", default="auto",
+                    help="comma-separated skip_far values to compare: auto (the default: "
+                         "on the CPU only), on, off")
+    ap.add_argument("--encode-batch", default=str(FrameEncoder.batch),
+                    help="comma-separated FrameEncoder.batch values to compare (frames "
+                         "encoded at once on an accelerator; 1: one at a time)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also profile one run of the first model on N frames (0: no)")
     args = ap.parse_args(argv)
@@ -101,21 +113,26 @@ def main(argv=None) -> int:
     base = PropagationSettings() if args.radius is None else \
         PropagationSettings(radius=args.radius)
     chunks = [int(c) for c in args.chunk_tiles.split(",") if c] or [base.chunk_tiles]
+    skips = [SKIP_FAR[s] for s in args.skip_far.split(",")]
+    batches = [int(b) for b in args.encode_batch.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     models = args.model or [str(SHIPPED_WEIGHTS)]
     for which in models:
         model = _model(which, device)
-        for bf16, chunk in product([False, True] if device.type == "cuda" else [False],
-                                   chunks):
-            settings = replace(base, chunk_tiles=chunk)
-            time_run(model, frames[:4], mask, device, bf16, settings)          # warm-up
+        for bf16, chunk, skip, batch in product(
+                [False, True] if device.type == "cuda" else [False], chunks, skips, batches):
+            settings = replace(base, chunk_tiles=chunk, skip_far=skip)
+            FrameEncoder.batch = batch
+            time_run(model, frames[:batch + 2], mask, device, bf16, settings)   # warm-up
             r = time_run(model, frames, mask, device, bf16, settings)
             print(json.dumps({"model": which, "device": name, "bf16": bf16,
                               "seq": args.seq, "size": list(frames.shape[1:3]),
-                              "radius": settings.radius, "chunk_tiles": chunk, **r}),
+                              "radius": settings.radius, "chunk_tiles": chunk,
+                              "skip_far": skip, "encode_batch": batch, **r}),
                   flush=True)
         if args.profile and which == models[0]:
-            settings = replace(base, chunk_tiles=chunks[0])
+            settings = replace(base, chunk_tiles=chunks[0], skip_far=skips[0])
+            FrameEncoder.batch = batches[0]
             print(profile_run(model, frames[:args.profile], mask, device, settings),
                   flush=True)
     return 0

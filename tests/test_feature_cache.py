@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from corrflow_napari.feature_cache import FeatureCache, model_key, video_key
+from corrflow_napari.feature_cache import FeatureCache, FrameEncoder, model_key, video_key
 from corrflow_napari.propagation import PropagationSettings, affected_range, propagate
 from tests.test_propagation import moving_squares
 
@@ -66,6 +66,25 @@ def test_second_run_encodes_only_frames_it_never_saw(lab):
     np.testing.assert_array_equal(second.labels[1:], plain.labels[1:])
     np.testing.assert_array_equal(first.labels[:8], propagate(lab, frames, {0: gt[0]},
                                                               stop=8).labels[:8])
+
+
+def test_batched_encoding_reads_each_frame_once_and_changes_nothing(lab, monkeypatch):
+    """On accelerators a chain's frames are encoded several at a time (FrameEncoder.plan);
+    made to happen on the CPU here."""
+    frames, gt = moving_squares(t=12)
+    keys = {0: gt[0], 9: gt[9]}
+    plain = propagate(lab, frames, keys, settings=PropagationSettings(scale=0.75))
+    batches = []
+    encode = type(lab).encode
+    monkeypatch.setattr(type(lab), "encode", lambda self, x: batches.append(len(x)) or
+                        encode(self, x))
+    monkeypatch.setattr(FrameEncoder, "unbatched", ())
+    video = CountingFrames(frames)
+    batched = propagate(lab, video, keys, settings=PropagationSettings(scale=0.75))
+    assert sorted(video.reads) == list(range(12))          # each frame once
+    assert max(batches) == FrameEncoder.batch and sum(batches) == 12
+    np.testing.assert_array_equal(batched.labels, plain.labels)
+    np.testing.assert_allclose(batched.object_confidence, plain.object_confidence, atol=1e-5)
 
 
 def test_cache_is_missed_when_the_model_or_scale_changes(lab):

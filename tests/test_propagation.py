@@ -8,7 +8,12 @@ import pytest
 
 from corrflow_napari.errors import InputError
 from corrflow_napari.options import options
-from corrflow_napari.propagation import PropagationSettings, propagate_labels, propagate_values
+from corrflow_napari.propagation import (
+    PropagationSettings,
+    propagate,
+    propagate_labels,
+    propagate_values,
+)
 
 
 def moving_squares(t=12, h=64, w=80, step=2):
@@ -37,6 +42,23 @@ def test_ids_preserved_and_objects_followed(lab):
     for i in range(1, len(gt)):
         for obj in (3, 7):
             assert iou(out[i] == obj, gt[i] == obj) > 0.8, (i, obj)
+
+
+def test_skipping_tiles_far_from_objects_changes_nothing(lab, monkeypatch):
+    """skip_far (the CPU default; off on GPUs) only leaves out work whose result is known."""
+    from corrflow_napari.model import attention
+    frames, gt = moving_squares(step=3)
+    keys = {0: gt[0], 11: gt[11]}
+    spans, calls = attention._active_spans, []
+    monkeypatch.setattr(attention, "_active_spans", lambda *a: calls.append(1) or spans(*a))
+    on = propagate(lab, frames, keys, settings=PropagationSettings(skip_far=True))
+    assert calls, "skip_far=True did not skip"
+    calls.clear()
+    off = propagate(lab, frames, keys, settings=PropagationSettings(skip_far=False))
+    assert not calls
+    np.testing.assert_array_equal(on.labels, off.labels)
+    np.testing.assert_allclose(on.object_confidence, off.object_confidence, atol=1e-5)
+    assert on.labels[5].any() and np.isfinite(on.object_confidence[1:11]).all()
 
 
 def test_backward_from_last_frame(lab):
