@@ -9,7 +9,9 @@
 #       mkdir -p runs/davis-mini/$d/480p; cp -r ../shared/data/davis2016-dev/$d/480p/$s runs/davis-mini/$d/480p/
 #   done; done
 # Then, on the GPU machine (device tool: carry ["runs/bundle", "runs/davis-mini"]):
-#   bash scripts/gpu_session.sh $OUT 6
+#   TRAIN_ARGS="--lr-scale 0.25" bash scripts/gpu_session.sh $OUT 6
+# (TRAIN_ARGS: more train_gpu.py options; at lr-scale 1 the second run, from the default
+# weights, lost 1.5 dev J&F: README "The second GPU run")
 # and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt
 set -u -o pipefail
 out=${1:?usage: scripts/gpu_session.sh OUT_DIR [TRAIN_MINUTES]}
@@ -19,8 +21,9 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpu.txt" 2>&1
 "$py" scripts/train_gpu.py runs/bundle runs/gpu --init checkpoints/latest.pt \
-    --minutes "$minutes" --iters 0 --log-every 50 --export "$out/export.pt" 2>&1 \
+    --minutes "$minutes" --iters 0 --log-every 50 --export "$out/export.pt" ${TRAIN_ARGS:-} 2>&1 \
     | tee "$out/train.log"
 cp runs/gpu/loss.csv "$out/" 2>/dev/null
 timeout 150 "$py" scripts/gpu_check.py runs/davis-mini --frames "${FRAMES:-1000}" --model checkpoints/latest.pt \
-    --model "$out/export.pt" --model lab --chunk-tiles 128,2048 --profile 20 2>&1 | tee "$out/gpu_check.log"
+    --model "$out/export.pt" --model lab --skip-far auto,on --encode-batch 8,1 --profile 20 2>&1 \
+    | tee "$out/gpu_check.log"
