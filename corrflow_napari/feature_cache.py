@@ -175,7 +175,7 @@ class FrameEncoder:
     """
 
     batch = 8
-    unbatched = ("cpu",)      # devices that encode one frame at a time (no gain measured)
+    unbatched = ("cpu",)   # one frame at a time: the cores are busy anyway, results unchanged
 
     def __init__(self, model: nn.Module, frames, scale: float,
                  cache: FeatureCache | None = None, video_key=None):
