@@ -13,6 +13,12 @@
 # (TRAIN_ARGS: more train_gpu.py options; at lr-scale 1 the second run, from the default
 # weights, lost 1.5 dev J&F: README "The second GPU run")
 # and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt
+# The dev check can also run there, in a second call while the machine is warm (runs/gpu
+# stays; bundle and dev together exceed the 64 MiB a call carries): copy
+# ../shared/data/davis2016-dev (JPEGImages, Annotations, ImageSets) to runs/davis-dev, then
+# with carry ["runs/davis-dev"]: python3 scripts/dev_check.py runs/gpu/last.pt \
+#   --reference checkpoints/latest.pt --root runs/davis-dev --cache $OUT/devcheck --jobs 1
+# (542 frames a model; ~100 frames/s there). Not yet run on a GPU.
 set -u -o pipefail
 out=${1:?usage: scripts/gpu_session.sh OUT_DIR [TRAIN_MINUTES]}
 minutes=${2:-6}
