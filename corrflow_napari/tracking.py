@@ -256,6 +256,7 @@ def _track_group(model: FeatureExtractor, encode: FrameEncoder, chains: list[lis
     for targets in chains:
         recent: deque = deque(maxlen=max(0, n_recent))
         history = [key_cyx]
+        encode.plan(targets)              # on a GPU: several frames per encoder call
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return False
