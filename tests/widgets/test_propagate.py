@@ -68,7 +68,7 @@ def test_repropagate_from_here_recomputes_only_what_the_correction_changes(
     model = get_model(LAB, "cpu")                         # the instance the widget uses
     encoded = []
     encode = model.encode
-    monkeypatch.setattr(model, "encode", lambda x: encoded.append(1) or encode(x))
+    monkeypatch.setattr(model, "encode", lambda x: encoded.extend(range(len(x))) or encode(x))
     viewer = make_napari_viewer()
     _, labels = add_clip(viewer, small_clip)
     w = propagate_widget(viewer)
