@@ -18,6 +18,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -p tests.gpu_paths tests/test_propagation.py tests/test_two_sided.py \
+		tests/test_feature_cache.py tests/test_tracking.py tests/test_sub_cell_labels.py \
+		tests/evaluation/test_interactive.py tests/widgets/test_propagate.py \
+		tests/widgets/test_propagate_workflow.py tests/widgets/test_track.py
 
 demo: $(STAMP)
 	$(VPY) -m corrflow_napari.demo --out out
