@@ -101,10 +101,13 @@ def _train(videos, out, config: TrainConfig | None = None, init=None, resume: bo
     if not ranks.main:
         log, progress = _noop, None
     try:
-        return _train_loop(videos, out, config, init, resume, progress, cancel, log, dev,
-                           ranks)
-    finally:
+        result = _train_loop(videos, out, config, init, resume, progress, cancel, log, dev,
+                             ranks)
+    except BaseException:
         end_distributed(ranks)
+        raise
+    end_distributed(ranks, finished=True)
+    return result
 
 
 def _start_model(out: Path, config: TrainConfig, init, resume: bool, log):
