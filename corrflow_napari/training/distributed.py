@@ -53,9 +53,10 @@ def init_distributed(device: str | torch.device) -> tuple[Ranks, torch.device]:
 
 def end_distributed(ranks: Ranks, finished: bool = False) -> None:
     """Destroy the process group if :func:`init_distributed` created it. ``finished`` (the
-    run ended normally): first free what still holds the group (the DDP wrapper, in a
-    reference cycle) and wait for every rank; without that, one rank in about ten
-    aborted at exit ("terminate called without an active exception") after saving."""
+    run ended normally): first collect garbage (anything left that uses the group, such
+    as a DDP wrapper) and wait for every rank; without that a rank aborted at exit
+    ("terminate called without an active exception") in 3 of 32 two-rank runs, after
+    saving; 0 of 55 with it."""
     if ranks.initialised_here:
         import gc
 
