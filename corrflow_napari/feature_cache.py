@@ -223,23 +223,21 @@ class FrameEncoder:
             self.cache.put(key, feat)
         return feat
 
-    def _encode_batch(self, ts: list[int]) -> torch.Tensor:
-        """(len(ts), C, h, w) features of frames ``ts`` in one encoder call."""
+    def _input(self, ts: list[int], device) -> torch.Tensor:
+        """(len(ts), h, w, 3) uint8 frames ``ts`` on ``device``, resized there by ``scale``
+        (counted as encoded)."""
         x = torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts]))
         h, w = x.shape[1:3]
-        x = x.to(self.model.device)              # resized there, not on the host
-        if self.scale != 1.0:
-            x = resize_rgb8(x, scaled_size(h, w, self.scale))
-        feats = self.model.encode(x)
+        x = x.to(device)
         self.count += len(ts)
-        return feats
+        return x if self.scale == 1.0 else resize_rgb8(x, scaled_size(h, w, self.scale))
+
+    def _encode_batch(self, ts: list[int]) -> torch.Tensor:
+        """(len(ts), C, h, w) features of frames ``ts`` in one encoder call."""
+        return self.model.encode(self._input(ts, self.model.device))
 
     def _encode(self, t: int) -> torch.Tensor:
-        frame = np.asarray(self.frames[t])
-        self.count += 1
-        x = torch.from_numpy(np.ascontiguousarray(frame))[None]
-        if self.scale != 1.0:
-            x = resize_rgb8(x, scaled_size(frame.shape[0], frame.shape[1], self.scale))
+        x = self._input([t], "cpu")     # on the host: the CPU fallback below takes it too
         if self._cpu_model is None:
             try:
                 return self.model.encode(x)[0]
