@@ -2,10 +2,11 @@
 
     python scripts/compare_inference.py CKPT --root ../shared/data/davis2016-dev \
         --sequences all --max-frames 40 \
-        --variant lab --variant raw:metric=dot,temperature=1 \
+        --variant lab --variant lab-t01:temperature=0.01 --variant raw:metric=dot,temperature=1 \
         --variant crw:normalize=1,metric=dot,temperature=0.05 \
         --variant mix:normalize=1,metric=negsqdist,temperature=0.05,lab_weight=1
 
+A variant named ``lab`` or ``lab-...`` uses the Lab-colour features, any other the checkpoint.
 Prints J&F per sequence and the mean for every variant (first ``--max-frames`` frames of
 each sequence; the official protocol otherwise). Used to choose the shipped model's
 inference settings; the choice and the full-length numbers are in the README.
@@ -45,7 +46,8 @@ def main() -> None:
     for seq in seqs:
         frames, gt = load_sequence_prefix(args.root, seq, args.max_frames)
         for name, opts in variants:
-            model = load_model("lab" if name == "lab" else args.ckpt, device="cpu")
+            lab = name == "lab" or name.startswith("lab-")     # e.g. lab-t01:temperature=0.01
+            model = load_model("lab" if lab else args.ckpt, device="cpu")
             model.inference = InferenceSettings.from_dict({**model.inference.to_dict(), **opts})
             pred = propagate_labels(model, frames, {0: gt[0]})
             table[name][seq] = 100 * evaluate_sequence(gt, pred)["JF"]
