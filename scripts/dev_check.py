@@ -10,6 +10,7 @@ difference between two training runs that differ only in their seed), with a ver
     python scripts/dev_check.py runs/gpu/last.pt                     # vs the shipped weights
     python scripts/dev_check.py runs/a.pt --reference lab
     python scripts/dev_check.py --measure-spread runs/seed0.pt runs/seed1.pt
+    python scripts/dev_check.py runs/gpu/last.pt --alone   # + learned alone vs Lab colour
 
 With ``--jobs 2`` (default) the 542 frames take about 10 minutes on an idle 2-core CPU
 with the shipped half-width encoder.
@@ -28,9 +29,13 @@ import numpy as np
 from corrflow_napari.evaluation import evaluate_davis, resolve_sequences
 from corrflow_napari.io import write_json_atomic
 from corrflow_napari.model import SHIPPED_WEIGHTS
+from corrflow_napari.model.checkpoint import atomic_torch_save, read_checkpoint
 from corrflow_napari.propagation import PropagationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+# the learned embedding alone: no Lab-colour mixture, its top-10 matches averaged (README
+# "The learned embedding alone, and its softmax temperature")
+ALONE = {"lab_mix": 0.0, "temperature": 1.0}
 SPREAD_FILE = ROOT / "docs" / "dev-check-spread.json"
 DEFAULT_DEV = ROOT.parent / "shared" / "data" / "davis2016-dev"
 
@@ -56,6 +61,27 @@ def scores(weights: str, root: Path, cache: Path, jobs: int) -> dict[str, float]
                        jobs=jobs, log=lambda m: print(m, file=sys.stderr))
     seqs = json.loads(done.read_text())["sequences"]
     return {s: 100 * (r["J"] + r["F"]) / 2 for s, r in seqs.items()}
+
+
+def alone_copy(weights: str, cache: Path) -> Path:
+    """A copy of checkpoint ``weights`` whose inference settings read the learned embedding
+    alone (``ALONE``), written once into ``cache`` (named by the file's hash)."""
+    obj = read_checkpoint(weights)
+    path = cache / f"{_key(weights).split('-')[0]}-alone.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({**obj, "inference": {**obj.get("inference", {}), **ALONE}}, path)
+    return path
+
+
+def alone_vs_lab(weights: str, root: Path, cache: Path, jobs: int) -> tuple[float, float]:
+    """(dev mean of the learned embedding alone, of Lab colour), printed as one line."""
+    copy = str(alone_copy(weights, cache))
+    alone, lab = (float(np.mean(list(scores(w, root, cache, jobs).values())))
+                  for w in (copy, "lab"))
+    print(f"learned alone ({', '.join(f'{k}={v:g}' for k, v in ALONE.items())}): {alone:.1f} "
+          f"vs Lab colour {lab:.1f} ({alone - lab:+.1f})")
+    return alone, lab
 
 
 def read_spread() -> float | None:
@@ -95,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--measure-spread", nargs=2, metavar=("SEED_A", "SEED_B"),
                    help="two checkpoints trained identically but for the seed: record the "
                         "difference of their dev means as the spread")
+    p.add_argument("--alone", action="store_true",
+                   help="also score the candidate's learned embedding alone against Lab colour")
     a = p.parse_args(argv)
     if a.measure_spread:
         sa, sb = (scores(w, a.root, a.cache, a.jobs) for w in a.measure_spread)
@@ -109,6 +137,8 @@ def main(argv=None) -> int:
     if not a.candidate:
         p.error("give a candidate checkpoint (or --measure-spread A B)")
     compare(a.candidate, a.reference, a.root, a.cache, a.jobs)
+    if a.alone:
+        alone_vs_lab(a.candidate, a.root, a.cache, a.jobs)
     return 0
 
 

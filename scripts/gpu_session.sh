@@ -12,7 +12,7 @@
 #   TRAIN_ARGS="--lr-scale 0.25" bash scripts/gpu_session.sh $OUT 6
 # (TRAIN_ARGS: more train_gpu.py options; at lr-scale 1 the second run, from the default
 # weights, lost 1.5 dev J&F: README "The second GPU run")
-# and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt
+# and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt --alone
 # The dev check can also run there, in a second call while the machine is warm (runs/gpu
 # stays; bundle and dev together exceed the 64 MiB a call carries): copy
 # ../shared/data/davis2016-dev (JPEGImages, Annotations, ImageSets) to runs/davis-dev, then
