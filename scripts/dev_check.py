@@ -47,7 +47,12 @@ def _key(weights: str) -> str:
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     if weights in ("lab", "identity"):
         return f"{weights}-{tag}"
-    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16] + f"-{tag}"
+    return f"{_file_hash(weights)}-{tag}"
+
+
+def _file_hash(path: str) -> str:
+    """The first 16 hex digits of the file's SHA-256."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def scores(weights: str, root: Path, cache: Path, jobs: int) -> dict[str, float]:
@@ -66,9 +71,9 @@ def scores(weights: str, root: Path, cache: Path, jobs: int) -> dict[str, float]
 def alone_copy(weights: str, cache: Path) -> Path:
     """A copy of checkpoint ``weights`` whose inference settings read the learned embedding
     alone (``ALONE``), written once into ``cache`` (named by the file's hash)."""
-    obj = read_checkpoint(weights)
-    path = cache / f"{_key(weights).split('-')[0]}-alone.pt"
+    path = cache / f"{_file_hash(weights)}-alone.pt"
     if not path.exists():
+        obj = read_checkpoint(weights)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({**obj, "inference": {**obj.get("inference", {}), **ALONE}}, path)
     return path

@@ -5,6 +5,7 @@ A plain (single-process) run gets ``Ranks()`` (rank 0 of 1) and every helper her
 a no-op for it, so the training loop has one code path."""
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from dataclasses import dataclass
@@ -58,8 +59,6 @@ def end_distributed(ranks: Ranks, finished: bool = False) -> None:
     ("terminate called without an active exception") in 3 of 32 two-rank runs, after
     saving; 0 of 55 with it."""
     if ranks.initialised_here:
-        import gc
-
         import torch.distributed as dist
         if finished:
             gc.collect()
