@@ -41,3 +41,16 @@ def _smooth_texture(h: int, w: int, seed: int = 0) -> np.ndarray:
 def texture():
     """``texture(h, w, seed=0)`` -> a smooth random colour texture (H, W, 3) float."""
     return _smooth_texture
+
+
+@pytest.fixture
+def batched_encoding(lab, monkeypatch):
+    """The accelerators' batched encoding (``FrameEncoder.plan``) made to happen on the
+    CPU; returns the list of frames per encoder call of ``lab``, filled as it runs."""
+    from corrflow_napari.feature_cache import FrameEncoder
+    batches = []
+    encode = type(lab).encode
+    monkeypatch.setattr(type(lab), "encode", lambda self, x: batches.append(len(x)) or
+                        encode(self, x))
+    monkeypatch.setattr(FrameEncoder, "unbatched", ())
+    return batches

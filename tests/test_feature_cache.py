@@ -68,17 +68,13 @@ def test_second_run_encodes_only_frames_it_never_saw(lab):
                                                               stop=8).labels[:8])
 
 
-def test_batched_encoding_reads_each_frame_once_and_changes_nothing(lab, monkeypatch):
+def test_batched_encoding_reads_each_frame_once_and_changes_nothing(lab, request):
     """On accelerators a chain's frames are encoded several at a time (FrameEncoder.plan);
     made to happen on the CPU here."""
     frames, gt = moving_squares(t=12)
     keys = {0: gt[0], 9: gt[9]}
     plain = propagate(lab, frames, keys, settings=PropagationSettings(scale=0.75))
-    batches = []
-    encode = type(lab).encode
-    monkeypatch.setattr(type(lab), "encode", lambda self, x: batches.append(len(x)) or
-                        encode(self, x))
-    monkeypatch.setattr(FrameEncoder, "unbatched", ())
+    batches = request.getfixturevalue("batched_encoding")     # from here on
     video = CountingFrames(frames)
     batched = propagate(lab, video, keys, settings=PropagationSettings(scale=0.75))
     assert sorted(video.reads) == list(range(12))          # each frame once

@@ -40,18 +40,13 @@ def test_translation_tracked_subpixel(lab, texture):
     assert tracks.visible.all()
 
 
-def test_batched_encoding_changes_no_track(lab, texture, monkeypatch):
+def test_batched_encoding_changes_no_track(lab, texture, request):
     """On accelerators each chain's frames are encoded several at a time (FrameEncoder.plan);
     made to happen on the CPU here."""
-    from corrflow_napari.feature_cache import FrameEncoder
     frames, _ = _translated(texture)
     pts = np.r_[_points(n=4, seed=7, t=0), _points(n=3, seed=8, t=5)]
     plain = track_points(lab, frames, pts)
-    batches = []
-    encode = type(lab).encode
-    monkeypatch.setattr(type(lab), "encode", lambda self, x: batches.append(len(x)) or
-                        encode(self, x))
-    monkeypatch.setattr(FrameEncoder, "unbatched", ())
+    batches = request.getfixturevalue("batched_encoding")     # from here on
     batched = track_points(lab, frames, pts)
     assert max(batches) > 1
     np.testing.assert_allclose(batched.positions, plain.positions, atol=1e-4)
