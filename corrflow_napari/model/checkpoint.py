@@ -96,7 +96,7 @@ def model_from_checkpoint(obj: dict, source: str = "checkpoint") -> CorrFlowMode
         model = CorrFlowModel(config, centroids=obj["centroids"].float(), inference=inference)
         model.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
                                        for k, v in obj["encoder"].items()})
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0][:120]
         raise InputError(f"weights file {source} does not match the CorrFlow encoder "
                          f"({type(exc).__name__}: {msg}); use weights saved by corrflow.") from None

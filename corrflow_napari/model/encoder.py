@@ -2,7 +2,10 @@
 
 conv1 7x7/2 (64) -> stage 64 /1 -> stage 128 /2 -> stage 256 /1 -> stage 256 /1,
 two basic blocks per stage, no max-pool, then a 3x3 conv 256 -> 64 (with bias) giving
-a 64-d embedding at H/4 x W/4. ``width`` scales every channel count (1.0 = paper).
+a 64-d embedding at H/4 x W/4. ``width`` scales every channel count (1.0 = paper);
+``inner`` narrows the channels inside each block of a stage (between its two 3x3 convs:
+the residual stream keeps the stage's width), which is how a distilled encoder is made
+cheaper (``training.distill``).
 """
 from __future__ import annotations
 
@@ -18,9 +21,20 @@ class EncoderConfig:
     width: float = 1.0          # channel multiplier; 1.0 is the paper's network
     embed_dim: int = 64         # output embedding channels
     blocks_per_stage: int = 2
+    # per stage: the blocks' inner channels as a fraction of the stage's channels
+    inner: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        self.inner = tuple(float(f) for f in self.inner)     # a checkpoint stores a list
+        if len(self.inner) != 4 or not all(0 < f <= 1 for f in self.inner):
+            raise ValueError(f"inner must be 4 fractions in (0, 1], got {self.inner}")
 
     def channels(self) -> tuple[int, int, int, int]:
         return tuple(max(8, int(round(c * self.width))) for c in (64, 128, 256, 256))
+
+    def inner_channels(self) -> tuple[int, int, int, int]:
+        """Channels between the two convs of each block, per stage."""
+        return tuple(max(8, int(round(c * f))) for c, f in zip(self.channels(), self.inner))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -29,11 +43,12 @@ class EncoderConfig:
 class BasicBlock(nn.Module):
     """conv-BN-ReLU-conv-BN with an identity (or 1x1 projection) skip."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, inner: int | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        inner = inner or cout
+        self.conv1 = nn.Conv2d(cin, inner, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         self.skip = None
@@ -41,10 +56,15 @@ class BasicBlock(nn.Module):
             self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
                                       nn.BatchNorm2d(cout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.skip is None else self.skip(x)
+    def forward(self, x: torch.Tensor, frame_bn: bool = False) -> torch.Tensor:
+        """With ``frame_bn`` each BatchNorm uses each frame's own statistics (as
+        :meth:`infer` does), with autograd; otherwise the modules as they are."""
+        def norm(y, bn):
+            return _norm(y, bn, True) if frame_bn else bn(y)
+
+        out = self.relu(norm(self.conv1(x), self.bn1))
+        out = norm(self.conv2(out), self.bn2)
+        identity = x if self.skip is None else norm(self.skip[0](x), self.skip[1])
         return self.relu(out + identity)
 
     def infer(self, x: torch.Tensor, frame_bn: bool) -> torch.Tensor:
@@ -76,18 +96,19 @@ class CorrFlowEncoder(nn.Module):
         super().__init__()
         self.config = config or EncoderConfig()
         c1, c2, c3, c4 = self.config.channels()
+        i1, i2, i3, i4 = self.config.inner_channels()
         n = self.config.blocks_per_stage
         self.stem = nn.Sequential(nn.Conv2d(3, c1, 7, 2, 3, bias=False),
                                   nn.BatchNorm2d(c1), nn.ReLU(inplace=True))
 
-        def stage(cin, cout, stride):
-            return nn.Sequential(BasicBlock(cin, cout, stride),
-                                 *[BasicBlock(cout, cout, 1) for _ in range(n - 1)])
+        def stage(cin, cout, stride, inner):
+            return nn.Sequential(BasicBlock(cin, cout, stride, inner),
+                                 *[BasicBlock(cout, cout, 1, inner) for _ in range(n - 1)])
 
-        self.layer1 = stage(c1, c1, 1)
-        self.layer2 = stage(c1, c2, 2)
-        self.layer3 = stage(c2, c3, 1)
-        self.layer4 = stage(c3, c4, 1)
+        self.layer1 = stage(c1, c1, 1, i1)
+        self.layer2 = stage(c1, c2, 2, i2)
+        self.layer3 = stage(c2, c3, 1, i3)
+        self.layer4 = stage(c3, c4, 1, i4)
         self.post = nn.Conv2d(c4, self.config.embed_dim, 3, 1, 1, bias=True)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -96,9 +117,17 @@ class CorrFlowEncoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def forward(self, x: torch.Tensor, frame_bn: bool = False) -> torch.Tensor:
+        """``frame_bn``: every BatchNorm normalises each frame with that frame's own
+        statistics, with autograd (what :meth:`infer` computes; distillation trains so)."""
+        if not frame_bn:
+            x = self.stem(x)
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.post(x)
+        x = F.relu(_norm(self.stem[0](x), self.stem[1], True))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = block(x, frame_bn=True)
         return self.post(x)
 
     @torch.inference_mode()

@@ -10,6 +10,8 @@
 - :mod:`.label_objective`: fine-tuning's label term (:class:`LabelTerm`): the user's
   painted keyframes through the attention used at inference (copies, pairs, mask cycles);
 - :mod:`.finetune_check`: the held-out check that decides whether fine-tuning is kept.
+- :mod:`.distill`: a cheaper encoder (narrower blocks) taught to give an encoder's
+  features (:func:`~.distill.pruned_student`, :func:`~.distill.distill`).
 
 The ``corrflow train`` / ``corrflow finetune`` commands live in ``corrflow_napari.cli_train``.
 """
