@@ -1,13 +1,16 @@
-"""Distil the shipped encoder into a cheaper one (``corrflow_napari.training.distill``).
+"""Distil an encoder (the teacher: ``checkpoints/latest.pt`` by default) into a cheaper one
+(``corrflow_napari.training.distill``); the shipped default weights are such a student.
 
     python scripts/distill_encoder.py runs/distill/student.pt --inner 1,1,0.5,0.5 --steps 3000
+    python scripts/distill_encoder.py runs/distill/narrower.pt --init runs/distill/student.pt \
+        --inner 0.5,0.5,0.375,0.375 --steps 2000
 
 Frames: every ``--every``-th frame of each video, brought to a short side of
 ``--short-side`` pixels (the default working size), kept in memory. The default videos
 are the DAVIS-2016 train sequences and the clips in ``../shared/data`` (never the dev
 sequences, which judge the result). Writes the student as a checkpoint with the teacher's
-colour centroids and inference settings, its
-per-step loss as ``OUT.csv``, and with ``--save-init`` the pruned, untrained student.
+colour centroids and inference settings, its per-step loss as ``OUT.csv``, and with
+``--save-init`` the pruned, untrained student.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from corrflow_napari.model.checkpoint import save_checkpoint
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.training.distill import DistillConfig, FramePool, distill, pruned_student
 
+TEACHER = Path(__file__).resolve().parents[1] / "checkpoints" / "latest.pt"
 DEFAULT_VIDEOS = ["../shared/data/davis2016-train/JPEGImages/480p/*",
                   "../shared/data/clips/*.mp4"]
 
@@ -56,7 +60,12 @@ def student_model(encoder, teacher: CorrFlowModel) -> CorrFlowModel:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--teacher", default=None, help="teacher weights (default: shipped)")
+    ap.add_argument("--teacher", default=str(TEACHER),
+                    help="teacher weights (default: checkpoints/latest.pt, the full-width "
+                         "blocks the shipped student was distilled from)")
+    ap.add_argument("--init", default=None,
+                    help="weights to prune the student from (default: the teacher); their "
+                         "blocks must be at least as wide as --inner")
     ap.add_argument("--inner", default="1,1,0.5,0.5")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=4)
@@ -77,9 +86,11 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(1234)
     crop = tuple(int(v) for v in a.crop.split(","))
     inner = tuple(float(v) for v in a.inner.split(","))
-    student = pruned_student(teacher.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)))
+    start = teacher if a.init is None else load_model(a.init, device="cpu")
+    student = pruned_student(start.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"distilled_from": str(teacher.weights_path), "inner": list(inner)}
+    extra = {"distilled_from": str(teacher.weights_path), "inner": list(inner),
+             "pruned_from": str(start.weights_path)}
     if a.save_init:
         save_checkpoint(a.out.with_name(a.out.stem + "-init.pt"),
                         student_model(student, teacher), step=0, **extra)

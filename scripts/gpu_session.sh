@@ -13,6 +13,11 @@
 # (TRAIN_ARGS: more train_gpu.py options; at lr-scale 1 the second run, from the default
 # weights, lost 1.5 dev J&F: README "The second GPU run")
 # and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt --alone
+# If it wins, it becomes checkpoints/latest.pt (the teacher, full blocks); the shipped default
+# is a distilled student of it, so distil again before shipping (README "A distilled encoder"):
+#   python scripts/distill_encoder.py runs/distill/new.pt --teacher checkpoints/latest.pt \
+#       --init corrflow_napari/weights/corrflow_default.pt --inner 0.5,0.5,0.375,0.375 --steps 2000 --lr 1e-3
+#   python scripts/dev_check.py runs/distill/new.pt
 # The dev check can also run there, in a second call while the machine is warm (runs/gpu
 # stays; bundle and dev together exceed the 64 MiB a call carries): copy
 # ../shared/data/davis2016-dev (JPEGImages, Annotations, ImageSets) to runs/davis-dev, then

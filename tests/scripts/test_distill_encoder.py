@@ -1,6 +1,6 @@
 """scripts/distill_encoder.py on the bundled sample clip with a tiny teacher: it writes a
 loadable student with the narrower blocks, the teacher's centroids and inference
-settings, its loss log and the untrained start."""
+settings, its loss log and the untrained start; a second run prunes that student further."""
 import csv
 from pathlib import Path
 
@@ -35,3 +35,10 @@ def test_distill_script_writes_a_loadable_student(tmp_path):
     with open(out.with_suffix(".csv")) as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["step", "loss", "seconds"] and len(rows) == 4
+    # a narrower student pruned from that one, taught by the same teacher
+    rc = load_script("distill_encoder").main(
+        [str(tmp_path / "s2.pt"), "--teacher", str(tmp_path / "teacher.pt"), "--init", str(out),
+         "--inner", "0.5,0.5,0.25,0.25", "--steps", "2", "--batch", "2", "--crop", "32,48",
+         "--short-side", "64", "--every", "10", "--videos", str(SAMPLE)])
+    narrower = load_model(str(tmp_path / "s2.pt"), device="cpu")
+    assert narrower.config.inner_channels()[3] < student.config.inner_channels()[3]
