@@ -25,9 +25,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12, help="steps timed per mode")
     ap.add_argument("--minutes", type=float, default=3.0, help="budget to convert to steps")
+    ap.add_argument("--weights", default=None, help="checkpoint (default: the shipped weights)")
     args = ap.parse_args()
     frames, mask = load_sample()
-    model = load_model(None, device="cpu")
+    model = load_model(args.weights, device="cpu")
     summary = {"threads": torch.get_num_threads(), "load_before": os.getloadavg()[0]}
     for mode, keyframes in (("labels", {0: mask}), ("colours", None)):
         t0 = time.perf_counter()
