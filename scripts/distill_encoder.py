@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", default="256,384", help="h,w")
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--videos", nargs="+", default=DEFAULT_VIDEOS)
     ap.add_argument("--short-side", type=int, default=480)
     ap.add_argument("--every", type=int, default=2)
-    ap.add_argument("--per-video", type=int, default=120)
+    ap.add_argument("--per-video", type=int, default=150)
     ap.add_argument("--save-init", action="store_true")
     a = ap.parse_args(argv)
 
@@ -87,7 +87,10 @@ def main(argv=None) -> int:
     crop = tuple(int(v) for v in a.crop.split(","))
     inner = tuple(float(v) for v in a.inner.split(","))
     start = teacher if a.init is None else load_model(a.init, device="cpu")
-    student = pruned_student(start.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)))
+    try:
+        student = pruned_student(start.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)))
+    except ValueError as exc:
+        sys.exit(f"distill_encoder: {exc}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"distilled_from": str(teacher.weights_path), "inner": list(inner),
              "pruned_from": str(start.weights_path)}

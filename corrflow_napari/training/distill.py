@@ -90,6 +90,9 @@ def pruned_student(teacher: CorrFlowEncoder, inner: tuple[float, ...],
                                 (student.layer1, student.layer2, student.layer3, student.layer4)):
         for t_block, s_block in zip(t_layer, s_layer):
             n = s_block.conv1.out_channels
+            if n > t_block.conv1.out_channels:
+                raise ValueError(f"inner {tuple(inner)} is wider than the network pruned from "
+                                 f"({teacher.config.inner}); prune from a wider one.")
             keep = _inner_importance(t_block, h).argsort(descending=True)[:n].sort().values
             _prune_block(t_block, s_block, keep)
             h = t_block(h, frame_bn=True)
@@ -106,7 +109,7 @@ class DistillConfig:
     steps: int = 3000
     batch: int = 4
     crop: tuple[int, int] = (256, 384)     # (h, w) pixels at the working resolution
-    lr: float = 2e-4                       # Adam, cosine decay to 0 over ``steps``
+    lr: float = 1e-3                       # Adam, cosine decay to 0 over ``steps``
     seed: int = 0
 
 

@@ -60,6 +60,13 @@ def test_narrower_blocks_are_cheaper_and_round_trip_through_a_checkpoint(teacher
     torch.testing.assert_close(back.encoder.infer(x, True), student.infer(x, True))
 
 
+def test_a_student_cannot_be_wider_than_what_it_is_pruned_from(teacher):
+    x = torch.rand(1, 3, 40, 56)
+    narrow = pruned_student(teacher, (1, 1, 0.5, 0.5), x)
+    with pytest.raises(ValueError, match="wider than the network pruned from"):
+        pruned_student(narrow, (1, 1, 1, 0.5), x)
+
+
 def test_inner_fractions_are_checked():
     with pytest.raises(ValueError, match="inner"):
         EncoderConfig(inner=(1, 1, 0))
