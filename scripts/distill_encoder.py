@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corrflow_napari.errors import InputError
 from corrflow_napari.feature_cache import resize_rgb8
 from corrflow_napari.io import open_video
 from corrflow_napari.model import load_model
@@ -78,10 +79,14 @@ def main(argv=None) -> int:
     ap.add_argument("--save-init", action="store_true")
     a = ap.parse_args(argv)
 
-    teacher = load_model(a.teacher, device="cpu")
+    try:
+        teacher = load_model(a.teacher, device="cpu")
+        pool = load_pool(a.videos, a.short_side, a.every, a.per_video)
+    except (InputError, ValueError) as exc:
+        sys.exit(f"distill_encoder: {exc} (videos: {' '.join(a.videos)}; run from the "
+                 "repository root or pass --videos)")
     if not isinstance(teacher, CorrFlowModel):
         sys.exit("distill_encoder: the teacher must be learned weights, not lab.")
-    pool = load_pool(a.videos, a.short_side, a.every, a.per_video)
     print(f"pool: {len(pool.frames)} frames", flush=True)
     rng = np.random.default_rng(1234)
     crop = tuple(int(v) for v in a.crop.split(","))

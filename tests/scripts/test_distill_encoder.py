@@ -4,6 +4,7 @@ settings, its loss log and the untrained start; a second run prunes that student
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 from corrflow_napari.model import CorrFlowModel, EncoderConfig, InferenceSettings, load_model
@@ -42,3 +43,9 @@ def test_distill_script_writes_a_loadable_student(tmp_path):
          "--short-side", "64", "--every", "10", "--videos", str(SAMPLE)])
     narrower = load_model(str(tmp_path / "s2.pt"), device="cpu")
     assert narrower.config.inner_channels()[3] < student.config.inner_channels()[3]
+
+
+def test_no_frames_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="the frame pool is empty"):
+        load_script("distill_encoder").main([str(tmp_path / "s.pt"), "--videos",
+                                             str(tmp_path / "nothing*.mp4")])
