@@ -122,11 +122,9 @@ class DistillResult:
 
 def distill(teacher: CorrFlowEncoder, student: CorrFlowEncoder, pool: FramePool,
             config: DistillConfig | None = None,
-            log: Callable[[int, float, float], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> DistillResult:
+            log: Callable[[int, float, float], None] | None = None) -> DistillResult:
     """Train ``student`` (a copy; the argument is untouched) towards ``teacher``'s
-    normalised features. ``log(step, loss, seconds)`` after each step; ``should_stop()``
-    ends the run early (the student as trained so far is returned)."""
+    normalised features. ``log(step, loss, seconds)`` after each step."""
     c = config or DistillConfig()
     rng = np.random.default_rng(c.seed)
     torch.manual_seed(c.seed)
@@ -146,6 +144,4 @@ def distill(teacher: CorrFlowEncoder, student: CorrFlowEncoder, pool: FramePool,
         losses.append(float(loss.detach()))
         if log is not None:
             log(step, losses[-1], time.perf_counter() - t0)
-        if should_stop is not None and should_stop():
-            break
     return DistillResult(student.eval(), losses, time.perf_counter() - t0)

@@ -29,14 +29,11 @@ def teacher():
     return enc.eval()
 
 
-def textured_frames(n=6, h=48, w=64, seed=0):
-    """Smooth random colour fields (uint8 (h, w, 3)), each shifted a little from the last."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.nn.functional.interpolate(torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g),
-                                           size=(h + 16, w + 16), mode="bicubic")[0]
-    frames = [base[:, 2 * i:2 * i + h, i:i + w].clamp(0, 1).mul(255).byte().permute(1, 2, 0)
-              for i in range(n)]
-    return [f.contiguous() for f in frames]
+def textured_frames(texture, n=6, h=48, w=64):
+    """``n`` uint8 (h, w, 3) views of one smooth texture, each shifted a little from the last."""
+    base = np.rint(texture(h + 2 * n, w + n)).astype(np.uint8)
+    return [torch.from_numpy(np.ascontiguousarray(base[2 * i:2 * i + h, i:i + w]))
+            for i in range(n)]
 
 
 def test_pruning_nothing_keeps_the_teacher(teacher):
@@ -92,15 +89,15 @@ def test_frame_bn_forward_with_autograd_is_what_inference_computes(teacher):
     assert student.layer4[1].conv1.weight.grad is not None
 
 
-def test_crops_have_the_size_asked_for():
-    pool = FramePool(textured_frames(3, 30, 40))      # smaller than the crop: scaled up
+def test_crops_have_the_size_asked_for(texture):
+    pool = FramePool(textured_frames(texture, 3, 30, 40))      # smaller than the crop: scaled up
     crops = pool.crops(5, (32, 48), np.random.default_rng(0))
     assert crops.shape == (5, 3, 32, 48)
     assert 0 <= crops.min() and crops.max() <= 1
 
 
-def test_distillation_brings_the_student_towards_the_teacher(teacher):
-    pool = FramePool(textured_frames())
+def test_distillation_brings_the_student_towards_the_teacher(teacher, texture):
+    pool = FramePool(textured_frames(texture))
     x = pool.crops(4, (48, 64), np.random.default_rng(5), zoom=(1, 1))
     student = pruned_student(teacher, (0.5, 0.5, 0.5, 0.5), x)
 
