@@ -16,7 +16,8 @@ input size)``:
 
 Other values kept per frame (the engine keeps each propagation chain's soft labels, so a
 re-run only recomputes the chains a correction changed) use the same four parts plus a
-tag: ``(video, frame, model, size, tag...)``.
+tag: ``(video, frame, model, size, tag...)``. A video's BatchNorm statistics (see
+:class:`FrameEncoder`) are kept as ``(video, "bn-statistics", model, size)``.
 
 Thread-safe (the widgets run propagation in a worker thread). Qt-free.
 """
@@ -114,8 +115,11 @@ class FeatureCache:
             self._nbytes = 0
 
 
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+def _nbytes(value) -> int:
+    """Bytes of a tensor, or of the tensors in a (nested) list or tuple."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(_nbytes(v) for v in value)
 
 
 def model_key(model) -> str:
@@ -168,10 +172,13 @@ class FrameEncoder:
     With a ``cache`` (:class:`FeatureCache`) features are
     looked up under ``(video_key, t, model_key(model), encoder input size)`` first and
     stored after encoding; ``video_key`` None derives one from the frames object
-    (:func:`video_key`). ``count``: frames encoded. On an accelerator with a cache,
-    :meth:`plan` gives the order frames will be asked for: a miss then encodes up to
-    ``batch`` planned frames at once (a GPU runs one frame's small convolutions far
-    below its capacity; a batch takes about the launches of one frame).
+    (:func:`video_key`). ``count``: frames encoded. A model whose BatchNorm uses
+    statistics of the video (``InferenceSettings.bn_frames``) gets those of that many
+    evenly spaced frames, measured at the first encoding (and kept in the cache), so
+    every frame is normalised alike whichever frames a run encodes. On an accelerator
+    with a cache, :meth:`plan` gives the order frames will be asked for: a miss then
+    encodes up to ``batch`` planned frames at once (a GPU runs one frame's small
+    convolutions far below its capacity; a batch takes about the launches of one frame).
     """
 
     batch = 8
@@ -184,6 +191,8 @@ class FrameEncoder:
         self._cpu_model: nn.Module | None = None
         self.cache = cache
         self._ahead: dict[int, list[int]] = {}       # frame -> the planned frames after it
+        self._stats: list | None = None
+        self._stats_done = False
         if cache is not None:
             h, w = int(frames.shape[1]), int(frames.shape[2])
             vkey = video_key if video_key is not None else default_video_key(frames)
@@ -232,15 +241,45 @@ class FrameEncoder:
         self.count += len(ts)
         return x if self.scale == 1.0 else resize_rgb8(x, scaled_size(h, w, self.scale))
 
+    def bn_statistics(self) -> list | None:
+        """The model's ``video_statistics`` of evenly spaced frames (None: the model needs
+        none), measured once per video, model and size (looked up in the cache first)."""
+        if self._stats_done:
+            return self._stats
+        k = min(getattr(self.model, "statistics_frames", lambda: 0)(), len(self.frames))
+        if k > 0:
+            key = None
+            if self.cache is not None:
+                vkey, mkey, size = self._key
+                key = (vkey, "bn-statistics", mkey, size)
+            self._stats = self.cache.get(key) if key is not None else None
+            if self._stats is None:
+                ts = np.linspace(0, len(self.frames) - 1, k).round().astype(int).tolist()
+                x = self._input(ts, self.model.device)
+                self.count -= len(ts)                      # measured, not encoded
+                self._stats = self.model.video_statistics(x)
+                if key is not None:
+                    self.cache.put(key, self._stats)
+        self._stats_done = True
+        return self._stats
+
+    def _run(self, model, x: torch.Tensor) -> torch.Tensor:
+        stats = self.bn_statistics()
+        if stats is None:
+            return model.encode(x)
+        if x.device != stats[0][0].device:
+            stats = [(m.to(x.device), v.to(x.device)) for m, v in stats]
+        return model.encode(x, bn_stats=stats)
+
     def _encode_batch(self, ts: list[int]) -> torch.Tensor:
         """(len(ts), C, h, w) features of frames ``ts`` in one encoder call."""
-        return self.model.encode(self._input(ts, self.model.device))
+        return self._run(self.model, self._input(ts, self.model.device))
 
     def _encode(self, t: int) -> torch.Tensor:
         x = self._input([t], "cpu")     # on the host: the CPU fallback below takes it too
         if self._cpu_model is None:
             try:
-                return self.model.encode(x)[0]
+                return self._run(self.model, x)[0]
             except torch.OutOfMemoryError:
                 if self.model.device.type == "cpu":
                     raise
@@ -250,7 +289,7 @@ class FrameEncoder:
                               "--scale 0.5 or a smaller video to stay on the GPU.",
                               RuntimeWarning, stacklevel=2)
                 self._cpu_model = copy.deepcopy(self.model).to("cpu")
-        return self._cpu_model.encode(x)[0].to(self.model.device)
+        return self._run(self._cpu_model, x)[0].to(self.model.device)
 
 
 def free_accelerator_memory(device: torch.device) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from corrflow_napari.evaluation import evaluate_davis, resolve_sequences
 from corrflow_napari.io import write_json_atomic
-from corrflow_napari.model import SHIPPED_WEIGHTS
+from corrflow_napari.model import SHIPPED_WEIGHTS, InferenceSettings
 from corrflow_napari.model.checkpoint import atomic_torch_save, read_checkpoint
 from corrflow_napari.propagation import PropagationSettings
 
@@ -41,9 +41,11 @@ DEFAULT_DEV = ROOT.parent / "shared" / "data" / "davis2016-dev"
 
 
 def _key(weights: str) -> str:
-    """The file's SHA-256 (or "lab"/"identity") and the propagation defaults it runs
-    with: a result measured under other defaults (e.g. another window) is not reused."""
-    settings = json.dumps(asdict(PropagationSettings()), sort_keys=True, default=str)
+    """The file's SHA-256 (or "lab"/"identity") and the propagation and inference defaults
+    it runs with: a result measured under other defaults (e.g. another window, or a
+    setting a file does not store) is not reused."""
+    settings = json.dumps([asdict(PropagationSettings()), asdict(InferenceSettings())],
+                          sort_keys=True, default=str)
     tag = hashlib.sha256(settings.encode()).hexdigest()[:8]
     if weights in ("lab", "identity"):
         return f"{weights}-{tag}"

@@ -143,3 +143,28 @@ def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
     fresh = propagate(lab, frames, keys)
     np.testing.assert_array_equal(again.labels[1:10], fresh.labels[1:10])
     np.testing.assert_allclose(again.confidence[1:10], fresh.confidence[1:10])
+
+
+def test_a_videos_batchnorm_statistics_are_measured_once_and_shared():
+    """With ``bn_frames`` every frame of a video is normalised with the statistics of that
+    many evenly spaced frames: measured at the first encoding, kept in the cache, the
+    same whichever frame is encoded first."""
+    from corrflow_napari.model import CorrFlowModel, EncoderConfig, InferenceSettings
+    torch.manual_seed(0)
+    model = CorrFlowModel(EncoderConfig(width=0.125), inference=InferenceSettings(
+        frame_bn=True, bn_frames=3)).eval()
+    frames, _ = moving_squares(t=9)
+    frames[5] //= 2                                       # a darker frame
+    video, cache = CountingFrames(frames), FeatureCache()
+    f5 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(5)
+    assert sorted(video.reads) == [0, 4, 5, 8]            # the three measured, then frame 5
+    shared = model.video_statistics(frames[[0, 4, 8]])
+    torch.testing.assert_close(f5, model.encode(frames[5:6], bn_stats=shared)[0])
+    video.reads.clear()
+    f2 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(2)
+    assert video.reads == [2]                             # the statistics came from the cache
+    torch.testing.assert_close(f2, FrameEncoder(model, frames, 1.0)(2))
+    own = model.encode(frames[5:6])[0]                    # without: the frame's own
+    assert not torch.allclose(f5, own, atol=1e-3)
+    model.inference = dataclasses.replace(model.inference, bn_frames=0)
+    torch.testing.assert_close(FrameEncoder(model, frames, 1.0)(5), own)

@@ -67,11 +67,11 @@ class BasicBlock(nn.Module):
         identity = x if self.skip is None else norm(self.skip[0](x), self.skip[1])
         return self.relu(out + identity)
 
-    def infer(self, x: torch.Tensor, frame_bn: bool) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, norm: _InferNorm) -> torch.Tensor:
         """:meth:`forward` without autograd, adding and rectifying in place."""
-        out = _norm(self.conv1(x), self.bn1, frame_bn).relu_()
-        out = _norm(self.conv2(out), self.bn2, frame_bn)
-        identity = x if self.skip is None else _norm(self.skip[0](x), self.skip[1], frame_bn)
+        out = norm(x, self.conv1, self.bn1).relu_()
+        out = norm(out, self.conv2, self.bn2)
+        identity = x if self.skip is None else norm(x, self.skip[0], self.skip[1])
         return out.add_(identity).relu_()
 
 
@@ -85,6 +85,50 @@ def _norm(x: torch.Tensor, bn: nn.BatchNorm2d, frame_bn: bool) -> torch.Tensor:
     if x.shape[0] == 1:
         return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
     return F.instance_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
+
+BatchNormStatistics = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per BatchNorm of an encoder, in the order :meth:`CorrFlowEncoder.infer` meets them:
+the (mean, biased variance) of its input, (C,) each."""
+
+
+def _folded(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: torch.Tensor,
+            var: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))`` with fixed statistics, folded into the convolution (scaled weights
+    and a bias: one pass over the activations instead of two)."""
+    scale = bn.weight * torch.rsqrt(var + bn.eps)
+    bias = bn.bias - mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride,
+                    conv.padding, conv.dilation, conv.groups)
+
+
+class _InferNorm:
+    """Convolution + BatchNorm at inference, called once per BatchNorm in a fixed order:
+    with the running statistics (folded), each frame's own (``frame_bn``), given
+    statistics (``stats``, folded), or each frame's own while appending them to
+    ``record`` (one frame at a time)."""
+
+    def __init__(self, frame_bn: bool, stats: BatchNormStatistics | None = None,
+                 record: BatchNormStatistics | None = None):
+        self.frame_bn, self.record = frame_bn, record
+        self.stats = None if stats is None else iter(stats)
+
+    def __call__(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+        if self.stats is not None:
+            return _folded(x, conv, bn, *next(self.stats))
+        if not self.frame_bn:
+            return _folded(x, conv, bn, bn.running_mean, bn.running_var)
+        y = conv(x)
+        if self.record is None:
+            return _norm(y, bn, True)
+        c = y.shape[1]
+        mean, var = y.new_zeros(c), y.new_ones(c)    # batch_norm writes the frame's into them
+        out = F.batch_norm(y, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
+        n = y.numel() // c
+        self.record.append((mean, var * ((n - 1) / n)))    # it stores the unbiased variance
+        return out
 
 
 class CorrFlowEncoder(nn.Module):
@@ -131,15 +175,35 @@ class CorrFlowEncoder(nn.Module):
         return self.post(x)
 
     @torch.inference_mode()
-    def infer(self, x: torch.Tensor, frame_bn: bool = False) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, frame_bn: bool = False,
+              stats: BatchNormStatistics | None = None) -> torch.Tensor:
         """Inference: :meth:`forward` in eval mode (``frame_bn``: every BatchNorm normalises
         each frame with that frame's own statistics, as in training mode on one frame), up
-        to float rounding. Channels-last activations (oneDNN convolutions without layout
-        reorders), in-place ReLU and residual adds; modules and their state untouched, so
-        it is thread-safe. (B, 3, H, W) -> (B, embed_dim, ceil(H/4), ceil(W/4)), NCHW."""
+        to float rounding. ``stats`` (:meth:`statistics`, e.g. of a few frames of the same
+        video): every BatchNorm uses those instead. Fixed statistics (the running ones or
+        ``stats``) are folded into the convolutions. Channels-last activations (oneDNN
+        convolutions without layout reorders), in-place ReLU and residual adds; modules
+        and their state untouched, so it is thread-safe.
+        (B, 3, H, W) -> (B, embed_dim, ceil(H/4), ceil(W/4)), NCHW."""
+        return self._infer(x, _InferNorm(frame_bn, stats))
+
+    @torch.inference_mode()
+    def statistics(self, x: torch.Tensor) -> BatchNormStatistics:
+        """The BatchNorm statistics of frames ``x`` (B, 3, H, W), each frame passing through
+        the network normalised by its own (as ``infer(x, frame_bn=True)``), averaged over
+        the frames: what ``infer(..., stats=)`` takes."""
+        total: BatchNormStatistics | None = None
+        for i in range(x.shape[0]):
+            record: BatchNormStatistics = []
+            self._infer(x[i:i + 1], _InferNorm(True, record=record))
+            total = record if total is None else [(m0 + m, v0 + v) for (m0, v0), (m, v)
+                                                   in zip(total, record)]
+        return [(m / x.shape[0], v / x.shape[0]) for m, v in total]
+
+    def _infer(self, x: torch.Tensor, norm: _InferNorm) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        x = _norm(self.stem[0](x), self.stem[1], frame_bn).relu_()
+        x = norm(x, self.stem[0], self.stem[1]).relu_()
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in layer:
-                x = block.infer(x, frame_bn)
+                x = block.infer(x, norm)
         return self.post(x).contiguous()

@@ -65,8 +65,17 @@ class FeatureExtractor(nn.Module):
                                  f"dataclasses.replace(model.inference, {name}=...).")
         super().__setattr__(name, value)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def video_statistics(self, frames) -> list | None:
+        """What :meth:`encode` takes as ``bn_stats`` for the frames of one video, given
+        ``(N, H, W, 3) uint8`` evenly spaced frames of it; None: nothing to share."""
+        return None
+
+    def statistics_frames(self) -> int:
+        """How many frames of a video :meth:`video_statistics` wants (0: none)."""
+        return 0
 
     def affinity_groups(self) -> list[AffinityGroup]:
         """How the attention reads ``encode()``: propagated values are the weighted sum of
@@ -82,11 +91,12 @@ class FeatureExtractor(nn.Module):
         return [g for g in (whole._replace(weight=1 - s.lab_mix), lab) if g.weight > 0]
 
     @torch.inference_mode()
-    def encode(self, frames) -> torch.Tensor:
+    def encode(self, frames, bn_stats=None) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, C, h, w) float32 features: L2-normalised if configured,
-        with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0."""
+        with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0. ``bn_stats``:
+        :meth:`video_statistics` of the frames' video (the frames are then normalised alike)."""
         x = frames_to_tensor(frames, self.device)
-        f = self.features(x).float()
+        f = self.features(x, bn_stats).float()
         s = self.inference
         if s.normalize:
             f = F.normalize(f, dim=1)
@@ -117,7 +127,7 @@ class LabFeatures(FeatureExtractor):
         super().__init__()
         self.register_buffer("_anchor", torch.zeros(0))   # follows .to(device)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:
         return lab_features(x)
 
 
@@ -157,11 +167,24 @@ class CorrFlowModel(FeatureExtractor):
                             "InferenceSettings.from_dict)")
         self.inference = inference or InferenceSettings()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def video_statistics(self, frames) -> list | None:
+        """With ``frame_bn`` and ``bn_frames``: the encoder's BatchNorm statistics averaged
+        over ``frames`` ``(N, H, W, 3) uint8`` (:meth:`CorrFlowEncoder.statistics`)."""
+        if not self.statistics_frames() or len(frames) == 0:
+            return None
+        return self.encoder.statistics(frames_to_tensor(frames, self.device))
+
+    def statistics_frames(self) -> int:
+        return self.inference.bn_frames if self.inference.frame_bn else 0
+
+    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
         normalises each frame with that frame's own statistics instead of the running
-        statistics stored at training time (see the model card for the measurements).
-        Without autograd (``encode``), the encoder's fast inference path."""
+        statistics stored at training time (see the model card for the measurements), or
+        with ``stats`` (:meth:`video_statistics`) when given. Without autograd
+        (``encode``), the encoder's fast inference path."""
+        if stats is not None:
+            return self.encoder.infer(x, stats=stats)
         if self.fast_inference and not self.training and not torch.is_grad_enabled():
             return self.encoder.infer(x, frame_bn=self.inference.frame_bn)
         if not self.inference.frame_bn or self.training:

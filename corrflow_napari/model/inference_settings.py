@@ -22,7 +22,10 @@ class InferenceSettings:
     -|q - r|^2), divided by ``temperature``. normalize: L2-normalise the features.
     lab_weight: append ``lab_weight`` x Lab colour / 100 (4x4 averages) to the features
     (0: none). frame_bn: BatchNorm normalises each frame with its own statistics instead
-    of the running ones. lab_mix: weight of the Lab-colour affinity in the attention
+    of the running ones; bn_frames (with frame_bn, when frames are encoded as one video,
+    as propagation does): the statistics of this many evenly spaced frames of the video,
+    averaged, for every frame (folded into the convolutions: one pass per layer fewer;
+    0: each frame its own). lab_mix: weight of the Lab-colour affinity in the attention
     mixture (needs ``lab_weight`` > 0; see ``FeatureExtractor.affinity_groups``).
     """
 
@@ -31,6 +34,7 @@ class InferenceSettings:
     normalize: bool = False
     lab_weight: float = 0.0
     frame_bn: bool = False
+    bn_frames: int = 5
     lab_mix: float = field(default=0.0, metadata=option(
         "weight of the Lab-colour affinity mixed into the learned one (0: learned only, "
         "1: Lab colour only; weights without Lab channels ignore it)",
@@ -41,6 +45,8 @@ class InferenceSettings:
             raise InputError(f"unknown metric {self.metric!r}; use one of {', '.join(METRICS)}.")
         if not self.temperature > 0:
             raise InputError(f"temperature must be > 0, got {self.temperature}.")
+        if self.bn_frames < 0:
+            raise InputError(f"bn_frames must be >= 0, got {self.bn_frames}.")
         if self.lab_weight < 0:
             raise InputError(f"lab_weight must be >= 0, got {self.lab_weight}.")
         if not 0 <= self.lab_mix <= 1:
@@ -63,7 +69,7 @@ class InferenceSettings:
         if unknown:
             raise InputError(f"unknown inference setting(s) {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(known)} (written by a newer corrflow-napari?).")
-        convert = {"str": str, "float": float, "bool": bool}
+        convert = {"str": str, "float": float, "bool": bool, "int": int}
         try:
             return cls(**{k: convert[known[k].type](v) for k, v in values.items()})
         except InputError:

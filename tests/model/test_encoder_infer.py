@@ -1,6 +1,7 @@
-"""The encoder's fast inference path (channels-last, in-place, functional BatchNorm) gives
-the module forward's result up to float rounding, touches no module state, and leaves
-the propagated labels of the sample clip unchanged."""
+"""The encoder's fast inference path (channels-last, in-place, functional BatchNorm, fixed
+statistics folded into the convolutions) gives the module forward's result up to float
+rounding, touches no module state, and leaves the propagated labels of the sample clip
+unchanged; statistics measured on some frames can normalise others."""
 
 import pytest
 import torch
@@ -83,3 +84,23 @@ def test_sample_labels_unchanged_by_the_fast_path():
         assert (a & b).sum() / max(1, (a | b).sum()) > 0.999, t
     assert (fast != slow).mean() < 1e-4
     assert model.inference.frame_bn                    # the shipped weights use frame BN
+
+
+def test_statistics_shared_by_frames(encoder):
+    """``statistics`` of one frame are that frame's own (the same output as frame_bn); of
+    several, their average; with them every frame is normalised alike."""
+    x = torch.rand(3, 3, 40, 56)
+    x[1] *= 0.3                                      # a darker frame
+    own = encoder.infer(x[:1], frame_bn=True)
+    torch.testing.assert_close(encoder.infer(x[:1], stats=encoder.statistics(x[:1])), own,
+                               rtol=1e-4, atol=1e-4 * own.abs().max().item())
+    each = [encoder.statistics(x[i:i + 1]) for i in range(3)]
+    shared = encoder.statistics(x)
+    assert len(shared) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    for j, (mean, var) in enumerate(shared):
+        torch.testing.assert_close(mean, sum(e[j][0] for e in each) / 3)
+        torch.testing.assert_close(var, sum(e[j][1] for e in each) / 3)
+    alike = encoder.infer(x, stats=shared)
+    torch.testing.assert_close(alike[1:2], encoder.infer(x[1:2], stats=shared),
+                               rtol=1e-4, atol=1e-4 * alike.abs().max().item())
+    assert not torch.allclose(alike[1:2], encoder.infer(x[1:2], frame_bn=True), atol=1e-3)

@@ -16,7 +16,7 @@ from corrflow_napari.model import (
 from corrflow_napari.options import options
 
 CUSTOM = InferenceSettings(metric="negsqdist", temperature=0.07, normalize=True,
-                           lab_weight=2.0, frame_bn=True, lab_mix=0.25)
+                           lab_weight=2.0, frame_bn=True, bn_frames=3, lab_mix=0.25)
 
 
 def _saved(tmp_path, inference=CUSTOM):
@@ -29,7 +29,7 @@ def test_round_trip_through_a_checkpoint(tmp_path):
     path = _saved(tmp_path)
     stored = torch.load(path, weights_only=True)["inference"]
     assert stored == {"metric": "negsqdist", "temperature": 0.07, "normalize": True,
-                      "lab_weight": 2.0, "frame_bn": True, "lab_mix": 0.25}
+                      "lab_weight": 2.0, "frame_bn": True, "bn_frames": 3, "lab_mix": 0.25}
     assert load_model(path, device="cpu").inference == CUSTOM
 
 
@@ -57,6 +57,7 @@ def test_unknown_key_in_a_checkpoint_is_a_clear_input_error(tmp_path):
     ({"temperature": 0.0}, "temperature"),
     ({"lab_weight": -1.0}, "lab_weight"),
     ({"lab_mix": 1.5}, "lab_mix"),
+    ({"bn_frames": -1}, "bn_frames"),
 ])
 def test_bad_values_are_refused(changes, match):
     with pytest.raises(InputError, match=match):

@@ -1,6 +1,7 @@
 """Label-aware fine-tuning: keyframe pairs, the label term, the held-out check."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -129,7 +130,8 @@ def test_attention_matches_propagation_for_one_reference(texture):
     """The label term copies labels exactly as the propagation engine does."""
     from corrflow_napari.propagation import PropagationSettings, propagate_values
     frames, masks = blob_video(texture, t=2)
-    model = small_model().eval()
+    # each frame normalised by its own statistics, as encode() without its video does
+    model = small_model(inference=dataclasses.replace(SHIPPED_LIKE, bn_frames=0)).eval()
     feats = [model.encode(frames[t:t + 1])[0] for t in range(2)]
     seed = F.avg_pool2d(F.one_hot(torch.from_numpy(masks[0]).long(), 2).permute(2, 0, 1)
                         [None].float(), 4)[0]
