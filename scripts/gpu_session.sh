@@ -16,7 +16,7 @@
 # If it wins, it becomes checkpoints/latest.pt (the teacher, full blocks); the shipped default
 # is a distilled student of it, so distil again before shipping (README "A distilled encoder"):
 #   python scripts/distill_encoder.py runs/distill/new.pt --teacher checkpoints/latest.pt \
-#       --init corrflow_napari/weights/corrflow_default.pt --inner 0.5,0.5,0.375,0.375 --steps 2000 --lr 1e-3
+#       --init corrflow_napari/weights/corrflow_default.pt --inner 0.25,0.25,0.25,0.25 --steps 2000 --lr 1e-3
 #   python scripts/dev_check.py runs/distill/new.pt
 # The dev check can also run there, in a second call while the machine is warm (runs/gpu
 # stays; bundle and dev together exceed the 64 MiB a call carries): copy
