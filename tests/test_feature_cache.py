@@ -145,10 +145,10 @@ def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
     np.testing.assert_allclose(again.confidence[1:10], fresh.confidence[1:10])
 
 
-def test_a_videos_batchnorm_statistics_are_measured_once_and_shared():
+def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch):
     """With ``bn_frames`` every frame of a video is normalised with the statistics of that
     many evenly spaced frames: measured at the first encoding, kept in the cache, the
-    same whichever frame is encoded first."""
+    same whichever frame is encoded first, and in the accelerators' batches."""
     from corrflow_napari.model import CorrFlowModel, EncoderConfig, InferenceSettings
     torch.manual_seed(0)
     model = CorrFlowModel(EncoderConfig(width=0.125), inference=InferenceSettings(
@@ -164,6 +164,13 @@ def test_a_videos_batchnorm_statistics_are_measured_once_and_shared():
     f2 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(2)
     assert video.reads == [2]                             # the statistics came from the cache
     torch.testing.assert_close(f2, FrameEncoder(model, frames, 1.0)(2))
+    monkeypatch.setattr(FrameEncoder, "unbatched", ())    # batches, as on a GPU
+    batched = FrameEncoder(model, frames, 1.0, cache=FeatureCache(), video_key="clip")
+    batched.plan([4, 5, 6])
+    torch.testing.assert_close(batched(4), FrameEncoder(model, frames, 1.0)(4),
+                               rtol=1e-4, atol=1e-4)
+    assert batched.key(6) in batched.cache               # encoded in frame 4's batch
+    torch.testing.assert_close(batched(5), f5, rtol=1e-4, atol=1e-4)
     own = model.encode(frames[5:6])[0]                    # without: the frame's own
     assert not torch.allclose(f5, own, atol=1e-3)
     model.inference = dataclasses.replace(model.inference, bn_frames=0)
