@@ -92,7 +92,7 @@ class PropagationSettings:
     follow: bool = field(default=True, metadata=option(
         "also match the keyframe moved to where its objects are now (finds fast or "
         "hidden objects again); 0 = the keyframe where it was painted only"))
-    min_mass: float = field(default=0.01, metadata=option(
+    min_mass: float = field(default=0.1, metadata=option(
         "object probabilities below this are dropped from each propagated frame (the "
         "attention then skips the cells far from every object); 0 = keep all",
         minimum=0.0, maximum=0.5))

@@ -260,7 +260,7 @@ def test_user_facing_propagation_options():
         "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow",
         "min_mass", "label_stride"]
     min_mass = {o.name: o for o in options(PropagationSettings)}["min_mass"]
-    assert min_mass.kind is float and min_mass.default == 0.01 and min_mass.minimum == 0
+    assert min_mass.kind is float and min_mass.default == 0.1 and min_mass.minimum == 0
     follow = {o.name: o for o in options(PropagationSettings)}["follow"]
     assert follow.kind is bool and follow.default is True
     fusion = {o.name: o for o in options(PropagationSettings)}["fusion"]
