@@ -173,12 +173,13 @@ class FrameEncoder:
     looked up under ``(video_key, t, model_key(model), encoder input size)`` first and
     stored after encoding; ``video_key`` None derives one from the frames object
     (:func:`video_key`). ``count``: frames encoded. A model whose BatchNorm uses
-    statistics of the video (``InferenceSettings.bn_frames``) gets those of that many
-    evenly spaced frames, measured at the first encoding (and kept in the cache), so
-    every frame is normalised alike whichever frames a run encodes. On an accelerator
-    with a cache, :meth:`plan` gives the order frames will be asked for: a miss then
-    encodes up to ``batch`` planned frames at once (a GPU runs one frame's small
-    convolutions far below its capacity; a batch takes about the launches of one frame).
+    statistics of the video (``InferenceSettings.bn_frames``) gets them interpolated in
+    time between that many evenly spaced frames, measured at the first encoding (and kept
+    in the cache), so a frame's features do not depend on which frames a run encodes.
+    On an accelerator with a cache, :meth:`plan` gives the order frames will be asked
+    for: a miss then encodes up to ``batch`` planned frames at once (a GPU runs one
+    frame's small convolutions far below its capacity; a batch takes about the launches
+    of one frame).
     """
 
     batch = 8
@@ -241,45 +242,59 @@ class FrameEncoder:
         self.count += len(ts)
         return x if self.scale == 1.0 else resize_rgb8(x, scaled_size(h, w, self.scale))
 
-    def bn_statistics(self) -> list | None:
-        """The model's ``video_statistics`` of evenly spaced frames (None: the model needs
-        none), measured once per video, model and size (looked up in the cache first)."""
+    def bn_statistics(self) -> tuple[list[int], list] | None:
+        """The frames sampled and the model's ``video_statistics`` of them (None: the model
+        needs none), measured once per video, model and size (looked up in the cache first)."""
         if self._stats_done:
             return self._stats
         k = min(getattr(self.model, "statistics_frames", lambda: 0)(), len(self.frames))
         if k > 0:
+            ts = np.linspace(0, len(self.frames) - 1, k).round().astype(int).tolist()
             key = None
             if self.cache is not None:
                 vkey, mkey, size = self._key
                 key = (vkey, "bn-statistics", mkey, size)
-            self._stats = self.cache.get(key) if key is not None else None
-            if self._stats is None:
-                ts = np.linspace(0, len(self.frames) - 1, k).round().astype(int).tolist()
+            stats = self.cache.get(key) if key is not None else None
+            if stats is None:
                 x = self._input(ts, self.model.device)
                 self.count -= len(ts)                      # measured, not encoded
-                self._stats = self.model.video_statistics(x)
+                stats = self.model.video_statistics(x)
                 if key is not None:
-                    self.cache.put(key, self._stats)
+                    self.cache.put(key, stats)
+            self._stats = (ts, stats)
         self._stats_done = True
         return self._stats
 
-    def _run(self, model, x: torch.Tensor) -> torch.Tensor:
-        stats = self.bn_statistics()
-        if stats is None:
-            return model.encode(x)
-        if x.device != stats[0][0].device:
-            stats = [(m.to(x.device), v.to(x.device)) for m, v in stats]
-        return model.encode(x, bn_stats=stats)
+    def _frame_statistics(self, ts: list[int], device) -> list | None:
+        """BatchNorm statistics of frames ``ts`` ((len(ts), C) rows): linear in time between
+        the sampled frames on either side (a fading or brightening video stays normalised)."""
+        sampled = self.bn_statistics()
+        if sampled is None:
+            return None
+        pos, stats = sampled
+        weights = np.zeros((len(ts), len(pos)), dtype=np.float32)
+        for row, t in enumerate(ts):
+            i = min(max(int(np.searchsorted(pos, t, side="right")) - 1, 0), len(pos) - 1)
+            j = min(i + 1, len(pos) - 1)
+            w = 0.0 if j == i else (t - pos[i]) / (pos[j] - pos[i])
+            weights[row, i] += 1 - w
+            weights[row, j] += w
+        a = torch.from_numpy(weights).to(device)
+        return [(a @ m.to(device), a @ v.to(device)) for m, v in stats]
+
+    def _run(self, model, x: torch.Tensor, ts: list[int]) -> torch.Tensor:
+        stats = self._frame_statistics(ts, x.device)
+        return model.encode(x) if stats is None else model.encode(x, bn_stats=stats)
 
     def _encode_batch(self, ts: list[int]) -> torch.Tensor:
         """(len(ts), C, h, w) features of frames ``ts`` in one encoder call."""
-        return self._run(self.model, self._input(ts, self.model.device))
+        return self._run(self.model, self._input(ts, self.model.device), ts)
 
     def _encode(self, t: int) -> torch.Tensor:
         x = self._input([t], "cpu")     # on the host: the CPU fallback below takes it too
         if self._cpu_model is None:
             try:
-                return self._run(self.model, x)[0]
+                return self._run(self.model, x, [t])[0]
             except torch.OutOfMemoryError:
                 if self.model.device.type == "cpu":
                     raise
@@ -289,7 +304,7 @@ class FrameEncoder:
                               "--scale 0.5 or a smaller video to stay on the GPU.",
                               RuntimeWarning, stacklevel=2)
                 self._cpu_model = copy.deepcopy(self.model).to("cpu")
-        return self._run(self._cpu_model, x)[0].to(self.model.device)
+        return self._run(self._cpu_model, x, [t])[0].to(self.model.device)
 
 
 def free_accelerator_memory(device: torch.device) -> None:

@@ -146,9 +146,10 @@ def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
 
 
 def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch):
-    """With ``bn_frames`` every frame of a video is normalised with the statistics of that
-    many evenly spaced frames: measured at the first encoding, kept in the cache, the
-    same whichever frame is encoded first, and in the accelerators' batches."""
+    """With ``bn_frames`` every frame of a video is normalised with statistics interpolated
+    in time between that many evenly spaced frames: measured at the first encoding, kept
+    in the cache, the same whichever frame is encoded first, and in the accelerators'
+    batches."""
     from corrflow_napari.model import CorrFlowModel, EncoderConfig, InferenceSettings
     torch.manual_seed(0)
     model = CorrFlowModel(EncoderConfig(width=0.125), inference=InferenceSettings(
@@ -158,8 +159,12 @@ def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch)
     video, cache = CountingFrames(frames), FeatureCache()
     f5 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(5)
     assert sorted(video.reads) == [0, 4, 5, 8]            # the three measured, then frame 5
-    shared = model.video_statistics(frames[[0, 4, 8]])
-    torch.testing.assert_close(f5, model.encode(frames[5:6], bn_stats=shared)[0])
+    sampled = model.video_statistics(frames[[0, 4, 8]])            # rows of frames 0, 4, 8
+    at5 = [(0.75 * m[1:2] + 0.25 * m[2:3], 0.75 * v[1:2] + 0.25 * v[2:3]) for m, v in sampled]
+    torch.testing.assert_close(f5, model.encode(frames[5:6], bn_stats=at5)[0])
+    at4 = [(m[1:2], v[1:2]) for m, v in sampled]                    # a sampled frame: its own
+    torch.testing.assert_close(model.encode(frames[4:5], bn_stats=at4),
+                               model.encode(frames[4:5]), rtol=1e-4, atol=1e-4)
     video.reads.clear()
     f2 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(2)
     assert video.reads == [2]                             # the statistics came from the cache

@@ -89,19 +89,29 @@ def _norm(x: torch.Tensor, bn: nn.BatchNorm2d, frame_bn: bool) -> torch.Tensor:
 
 BatchNormStatistics = list[tuple[torch.Tensor, torch.Tensor]]
 """Per BatchNorm of an encoder, in the order :meth:`CorrFlowEncoder.infer` meets them:
-the (mean, biased variance) of its input, (C,) each."""
+the (mean, biased variance) of its input, (C,) each (shared by every frame), or (B, C):
+one row per frame."""
 
 
 def _folded(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: torch.Tensor,
             var: torch.Tensor) -> torch.Tensor:
     """``bn(conv(x))`` with fixed statistics, folded into the convolution (scaled weights
-    and a bias: one pass over the activations instead of two)."""
+    and a bias: one pass over the activations instead of two). ``mean``, ``var``: (C,), or
+    (B, C) for one set per frame of ``x`` (then one grouped convolution)."""
     scale = bn.weight * torch.rsqrt(var + bn.eps)
     bias = bn.bias - mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias * scale
-    return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride,
-                    conv.padding, conv.dilation, conv.groups)
+    if scale.dim() == 2 and scale.shape[0] == 1:         # one frame: a plain convolution
+        scale, bias = scale[0], bias[0]
+    if scale.dim() == 1:
+        return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride,
+                        conv.padding, conv.dilation, conv.groups)
+    b = x.shape[0]
+    weight = (conv.weight[None] * scale.reshape(b, -1, 1, 1, 1)).flatten(0, 1)
+    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weight, bias.reshape(-1), conv.stride,
+                   conv.padding, conv.dilation, conv.groups * b)
+    return out.reshape(b, -1, *out.shape[2:])
 
 
 class _InferNorm:
@@ -179,26 +189,26 @@ class CorrFlowEncoder(nn.Module):
               stats: BatchNormStatistics | None = None) -> torch.Tensor:
         """Inference: :meth:`forward` in eval mode (``frame_bn``: every BatchNorm normalises
         each frame with that frame's own statistics, as in training mode on one frame), up
-        to float rounding. ``stats`` (:meth:`statistics`, e.g. of a few frames of the same
-        video): every BatchNorm uses those instead. Fixed statistics (the running ones or
-        ``stats``) are folded into the convolutions. Channels-last activations (oneDNN
-        convolutions without layout reorders), in-place ReLU and residual adds; modules
-        and their state untouched, so it is thread-safe.
+        to float rounding. ``stats`` (:data:`BatchNormStatistics`, e.g. interpolated
+        between some frames of the same video): every BatchNorm uses those instead. Fixed
+        statistics (the running ones or ``stats``) are folded into the convolutions.
+        Channels-last activations (oneDNN convolutions without layout reorders), in-place
+        ReLU and residual adds; modules and their state untouched, so it is thread-safe.
         (B, 3, H, W) -> (B, embed_dim, ceil(H/4), ceil(W/4)), NCHW."""
         return self._infer(x, _InferNorm(frame_bn, stats))
 
     @torch.inference_mode()
     def statistics(self, x: torch.Tensor) -> BatchNormStatistics:
-        """The BatchNorm statistics of frames ``x`` (B, 3, H, W), each frame passing through
-        the network normalised by its own (as ``infer(x, frame_bn=True)``), averaged over
-        the frames: what ``infer(..., stats=)`` takes."""
-        total: BatchNormStatistics | None = None
+        """The BatchNorm statistics of each frame of ``x`` (B, 3, H, W), each passing through
+        the network normalised by its own (as ``infer(x, frame_bn=True)``): (B, C) rows, what
+        ``infer(x, stats=)`` takes (or, combined over frames, for other frames)."""
+        frames: list[BatchNormStatistics] = []
         for i in range(x.shape[0]):
             record: BatchNormStatistics = []
             self._infer(x[i:i + 1], _InferNorm(True, record=record))
-            total = record if total is None else [(m0 + m, v0 + v) for (m0, v0), (m, v)
-                                                   in zip(total, record)]
-        return [(m / x.shape[0], v / x.shape[0]) for m, v in total]
+            frames.append(record)
+        return [(torch.stack([f[j][0] for f in frames]), torch.stack([f[j][1] for f in frames]))
+                for j in range(len(frames[0]))]
 
     def _infer(self, x: torch.Tensor, norm: _InferNorm) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -69,8 +69,9 @@ class FeatureExtractor(nn.Module):
         raise NotImplementedError
 
     def video_statistics(self, frames) -> list | None:
-        """What :meth:`encode` takes as ``bn_stats`` for the frames of one video, given
-        ``(N, H, W, 3) uint8`` evenly spaced frames of it; None: nothing to share."""
+        """Per-frame statistics of ``(N, H, W, 3) uint8`` frames of a video, from which the
+        ``bn_stats`` that :meth:`encode` takes for its other frames are interpolated
+        (``FrameEncoder``); None: nothing to share."""
         return None
 
     def statistics_frames(self) -> int:
@@ -93,8 +94,9 @@ class FeatureExtractor(nn.Module):
     @torch.inference_mode()
     def encode(self, frames, bn_stats=None) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, C, h, w) float32 features: L2-normalised if configured,
-        with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0. ``bn_stats``:
-        :meth:`video_statistics` of the frames' video (the frames are then normalised alike)."""
+        with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0. ``bn_stats``: the
+        BatchNorm statistics to use (``CorrFlowEncoder.infer``), e.g. interpolated from
+        :meth:`video_statistics` of the frames' video."""
         x = frames_to_tensor(frames, self.device)
         f = self.features(x, bn_stats).float()
         s = self.inference
@@ -168,8 +170,8 @@ class CorrFlowModel(FeatureExtractor):
         self.inference = inference or InferenceSettings()
 
     def video_statistics(self, frames) -> list | None:
-        """With ``frame_bn`` and ``bn_frames``: the encoder's BatchNorm statistics averaged
-        over ``frames`` ``(N, H, W, 3) uint8`` (:meth:`CorrFlowEncoder.statistics`)."""
+        """With ``frame_bn`` and ``bn_frames``: the encoder's BatchNorm statistics of each of
+        ``frames`` ``(N, H, W, 3) uint8`` ((N, C) rows: :meth:`CorrFlowEncoder.statistics`)."""
         if not self.statistics_frames() or len(frames) == 0:
             return None
         return self.encoder.statistics(frames_to_tensor(frames, self.device))

@@ -24,9 +24,10 @@ class InferenceSettings:
     (0: none). frame_bn: BatchNorm normalises each frame with its own statistics instead
     of the running ones; bn_frames (with frame_bn, when frames are encoded as one video,
     as propagation does): the statistics of this many evenly spaced frames of the video,
-    averaged, for every frame (folded into the convolutions: one pass per layer fewer;
-    0: each frame its own). lab_mix: weight of the Lab-colour affinity in the attention
-    mixture (needs ``lab_weight`` > 0; see ``FeatureExtractor.affinity_groups``).
+    interpolated linearly in time for every frame (folded into the convolutions: one pass
+    per layer fewer; 0: each frame its own). lab_mix: weight of the Lab-colour affinity
+    in the attention mixture (needs ``lab_weight`` > 0; see
+    ``FeatureExtractor.affinity_groups``).
     """
 
     metric: str = "dot"
