@@ -24,6 +24,7 @@ Thread-safe (the widgets run propagation in a worker thread). Qt-free.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import threading
 import warnings
@@ -192,8 +193,6 @@ class FrameEncoder:
         self._cpu_model: nn.Module | None = None
         self.cache = cache
         self._ahead: dict[int, list[int]] = {}       # frame -> the planned frames after it
-        self._stats: list | None = None
-        self._stats_done = False
         if cache is not None:
             h, w = int(frames.shape[1]), int(frames.shape[2])
             vkey = video_key if video_key is not None else default_video_key(frames)
@@ -242,44 +241,35 @@ class FrameEncoder:
         self.count += len(ts)
         return x if self.scale == 1.0 else resize_rgb8(x, scaled_size(h, w, self.scale))
 
+    @functools.cached_property
     def bn_statistics(self) -> tuple[list[int], list] | None:
         """The frames sampled and the model's ``video_statistics`` of them (None: the model
         needs none), measured once per video, model and size (looked up in the cache first)."""
-        if self._stats_done:
-            return self._stats
         k = min(getattr(self.model, "statistics_frames", lambda: 0)(), len(self.frames))
-        if k > 0:
-            ts = np.linspace(0, len(self.frames) - 1, k).round().astype(int).tolist()
-            key = None
-            if self.cache is not None:
-                vkey, mkey, size = self._key
-                key = (vkey, "bn-statistics", mkey, size)
-            stats = self.cache.get(key) if key is not None else None
-            if stats is None:
-                x = self._input(ts, self.model.device)
-                self.count -= len(ts)                      # measured, not encoded
-                stats = self.model.video_statistics(x)
-                if key is not None:
-                    self.cache.put(key, stats)
-            self._stats = (ts, stats)
-        self._stats_done = True
-        return self._stats
+        if k == 0:
+            return None
+        ts = np.linspace(0, len(self.frames) - 1, k).round().astype(int).tolist()
+        key = None
+        if self.cache is not None:
+            vkey, mkey, size = self._key
+            key = (vkey, "bn-statistics", mkey, size)
+        stats = self.cache.get(key) if key is not None else None
+        if stats is None:
+            x = self._input(ts, self.model.device)
+            self.count -= len(ts)                          # measured, not encoded
+            stats = self.model.video_statistics(x)
+            if key is not None:
+                self.cache.put(key, stats)
+        return ts, stats
 
     def _frame_statistics(self, ts: list[int], device) -> list | None:
         """BatchNorm statistics of frames ``ts`` ((len(ts), C) rows): linear in time between
         the sampled frames on either side (a fading or brightening video stays normalised)."""
-        sampled = self.bn_statistics()
-        if sampled is None:
+        if self.bn_statistics is None:
             return None
-        pos, stats = sampled
-        weights = np.zeros((len(ts), len(pos)), dtype=np.float32)
-        for row, t in enumerate(ts):
-            i = min(max(int(np.searchsorted(pos, t, side="right")) - 1, 0), len(pos) - 1)
-            j = min(i + 1, len(pos) - 1)
-            w = 0.0 if j == i else (t - pos[i]) / (pos[j] - pos[i])
-            weights[row, i] += 1 - w
-            weights[row, j] += w
-        a = torch.from_numpy(weights).to(device)
+        pos, stats = self.bn_statistics
+        weights = np.stack([np.interp(ts, pos, hat) for hat in np.eye(len(pos))], 1)
+        a = torch.from_numpy(weights.astype(np.float32)).to(device)
         return [(a @ m.to(device), a @ v.to(device)) for m, v in stats]
 
     def _run(self, model, x: torch.Tensor, ts: list[int]) -> torch.Tensor:
