@@ -193,6 +193,7 @@ class FrameEncoder:
         self._cpu_model: nn.Module | None = None
         self.cache = cache
         self._ahead: dict[int, list[int]] = {}       # frame -> the planned frames after it
+        self._measured: dict[int, torch.Tensor] = {}  # without a cache: sampled frames' features
         if cache is not None:
             h, w = int(frames.shape[1]), int(frames.shape[2])
             vkey = video_key if video_key is not None else default_video_key(frames)
@@ -211,8 +212,10 @@ class FrameEncoder:
             self._ahead = {t: order[i + 1:i + self.batch] for i, t in enumerate(order)}
 
     def __call__(self, t: int) -> torch.Tensor:
+        # the video's statistics first: the sampled frames' features come with them
+        sampled = self.bn_statistics is not None
         if self.cache is None:
-            return self._encode(t)
+            return self._measured.pop(t) if sampled and t in self._measured else self._encode(t)
         key = self.key(t)
         feat = self.cache.get(key)
         if feat is None:
@@ -254,10 +257,13 @@ class FrameEncoder:
             vkey, mkey, size = self._key
             key = (vkey, "bn-statistics", mkey, size)
         stats = self.cache.get(key) if key is not None else None
-        if stats is None:
-            x = self._input(ts, self.model.device)
-            self.count -= len(ts)                          # measured, not encoded
-            stats = self.model.video_statistics(x)
+        if stats is None:       # the sampled frames' features come with them: kept
+            feats, stats = self.model.encode_measuring(self._input(ts, self.model.device))
+            for t, f in zip(ts, feats):
+                if self.cache is None:
+                    self._measured[t] = f
+                else:
+                    self.cache.put(self.key(t), f)
             if key is not None:
                 self.cache.put(key, stats)
         return ts, stats

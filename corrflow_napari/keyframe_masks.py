@@ -20,8 +20,12 @@ def check_keyframes(keyframes: dict, t_total: int, h: int, w: int) -> dict[int, 
                              f"(0..{t_total - 1}).")
         t = t % t_total
         m = np.asarray(m)
+        if m.ndim != 2:
+            raise InputError(f"mask for frame {t} has shape {m.shape}, not (height, width): "
+                             "give a 2-D label image of integer ids (a colour or stacked "
+                             "mask is not one).")
         if m.shape != (h, w):
-            raise InputError(f"mask for frame {t} is {m.shape[1] if m.ndim > 1 else '?'}x"
+            raise InputError(f"mask for frame {t} is {m.shape[1]}x"
                              f"{m.shape[0]} but the video frames are {w}x{h}; "
                              "give a mask of the video's size.")
         if not np.issubdtype(m.dtype, np.integer) and m.dtype != bool:

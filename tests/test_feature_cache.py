@@ -157,8 +157,13 @@ def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch)
     frames, _ = moving_squares(t=9)
     frames[5] //= 2                                       # a darker frame
     video, cache = CountingFrames(frames), FeatureCache()
-    f5 = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")(5)
+    first = FrameEncoder(model, video, 1.0, cache=cache, video_key="clip")
+    f5 = first(5)
     assert sorted(video.reads) == [0, 4, 5, 8]            # the three measured, then frame 5
+    video.reads.clear()
+    f4 = first(4)                        # a sampled frame: its features kept from the measuring
+    assert video.reads == [] and first.count == 4
+    torch.testing.assert_close(f4, model.encode(frames[4:5])[0], rtol=1e-4, atol=1e-4)
     sampled = model.video_statistics(frames[[0, 4, 8]])            # rows of frames 0, 4, 8
     at5 = [(0.75 * m[1:2] + 0.25 * m[2:3], 0.75 * v[1:2] + 0.25 * v[2:3]) for m, v in sampled]
     torch.testing.assert_close(f5, model.encode(frames[5:6], bn_stats=at5)[0])
@@ -171,11 +176,11 @@ def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch)
     torch.testing.assert_close(f2, FrameEncoder(model, frames, 1.0)(2))
     monkeypatch.setattr(FrameEncoder, "unbatched", ())    # batches, as on a GPU
     batched = FrameEncoder(model, frames, 1.0, cache=FeatureCache(), video_key="clip")
-    batched.plan([4, 5, 6])
-    torch.testing.assert_close(batched(4), FrameEncoder(model, frames, 1.0)(4),
-                               rtol=1e-4, atol=1e-4)
-    assert batched.key(6) in batched.cache               # encoded in frame 4's batch
+    batched.plan([5, 6, 7])
     torch.testing.assert_close(batched(5), f5, rtol=1e-4, atol=1e-4)
+    assert batched.key(7) in batched.cache               # encoded in frame 5's batch
+    torch.testing.assert_close(batched(6), FrameEncoder(model, frames, 1.0)(6),
+                               rtol=1e-4, atol=1e-4)
     own = model.encode(frames[5:6])[0]                    # without: the frame's own
     assert not torch.allclose(f5, own, atol=1e-3)
     model.inference = dataclasses.replace(model.inference, bn_frames=0)

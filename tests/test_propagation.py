@@ -176,6 +176,7 @@ def test_scale_option(lab):
     ({}, "no keyframe"),
     ({0: np.zeros((64, 80), np.uint8)}, "no object"),
     ({0: np.ones((10, 10), np.uint8)}, "video frames are 80x64"),
+    ({0: np.ones((64, 80, 3), np.uint8)}, r"shape \(64, 80, 3\), not \(height, width\)"),
     ({40: np.ones((64, 80), np.uint8)}, "out of range"),
 ])
 def test_bad_keyframes(lab, keyframes, match):

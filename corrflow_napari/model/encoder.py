@@ -202,13 +202,20 @@ class CorrFlowEncoder(nn.Module):
         """The BatchNorm statistics of each frame of ``x`` (B, 3, H, W), each passing through
         the network normalised by its own (as ``infer(x, frame_bn=True)``): (B, C) rows, what
         ``infer(x, stats=)`` takes (or, combined over frames, for other frames)."""
+        return self.measure(x)[1]
+
+    @torch.inference_mode()
+    def measure(self, x: torch.Tensor) -> tuple[torch.Tensor, BatchNormStatistics]:
+        """``(infer(x, frame_bn=True), statistics(x))`` in one pass over ``x``."""
         frames: list[BatchNormStatistics] = []
+        outputs = []
         for i in range(x.shape[0]):
             record: BatchNormStatistics = []
-            self._infer(x[i:i + 1], _InferNorm(True, record=record))
+            outputs.append(self._infer(x[i:i + 1], _InferNorm(True, record=record)))
             frames.append(record)
-        return [(torch.stack([f[j][0] for f in frames]), torch.stack([f[j][1] for f in frames]))
-                for j in range(len(frames[0]))]
+        stats = [(torch.stack([f[j][0] for f in frames]), torch.stack([f[j][1] for f in frames]))
+                 for j in range(len(frames[0]))]
+        return torch.cat(outputs), stats
 
     def _infer(self, x: torch.Tensor, norm: _InferNorm) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -74,6 +74,12 @@ class FeatureExtractor(nn.Module):
         (``FrameEncoder``); None: nothing to share."""
         return None
 
+    def encode_measuring(self, frames) -> tuple[torch.Tensor, list | None]:
+        """``(encode(frames), video_statistics(frames))``: each frame encoded with its own
+        statistics, which is what ``encode(frames, bn_stats=)`` gives a sampled frame,
+        in one pass (``FrameEncoder`` keeps the sampled frames' features)."""
+        return self.encode(frames), self.video_statistics(frames)
+
     def statistics_frames(self) -> int:
         """How many frames of a video :meth:`video_statistics` wants (0: none)."""
         return 0
@@ -98,7 +104,11 @@ class FeatureExtractor(nn.Module):
         BatchNorm statistics to use (``CorrFlowEncoder.infer``), e.g. interpolated from
         :meth:`video_statistics` of the frames' video."""
         x = frames_to_tensor(frames, self.device)
-        f = self.features(x, bn_stats).float()
+        return self._finish(self.features(x, bn_stats), x)
+
+    def _finish(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``f`` of RGB ``x`` (B, 3, H, W) -> what :meth:`encode` returns."""
+        f = f.float()
         s = self.inference
         if s.normalize:
             f = F.normalize(f, dim=1)
@@ -175,6 +185,14 @@ class CorrFlowModel(FeatureExtractor):
         if not self.statistics_frames() or len(frames) == 0:
             return None
         return self.encoder.statistics(frames_to_tensor(frames, self.device))
+
+    @torch.inference_mode()
+    def encode_measuring(self, frames) -> tuple[torch.Tensor, list | None]:
+        if not self.statistics_frames() or len(frames) == 0:
+            return self.encode(frames), None
+        x = frames_to_tensor(frames, self.device)
+        f, stats = self.encoder.measure(x)
+        return self._finish(f, x), stats
 
     def statistics_frames(self) -> int:
         return self.inference.bn_frames if self.inference.frame_bn else 0
