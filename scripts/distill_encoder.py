@@ -4,6 +4,8 @@
     python scripts/distill_encoder.py runs/distill/student.pt --inner 1,1,0.5,0.5 --steps 3000
     python scripts/distill_encoder.py runs/distill/narrower.pt --init runs/distill/student.pt \
         --inner 0.5,0.5,0.375,0.375 --steps 2000
+    python scripts/distill_encoder.py runs/distill/head1.pt --init runs/distill/narrower.pt \
+        --inner 0.25,0.25,0.25,0.25 --post-kernel 1 --steps 2000
 
 Frames: every ``--every``-th frame of each video, brought to a short side of
 ``--short-side`` pixels (the default working size), kept in memory. The default videos
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
                     help="weights to prune the student from (default: the teacher); their "
                          "blocks must be at least as wide as --inner")
     ap.add_argument("--inner", default="1,1,0.5,0.5")
+    ap.add_argument("--post-kernel", type=int, default=None, choices=(1, 3),
+                    help="the output convolution's size (default: as --init's)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", default="256,384", help="h,w")
@@ -93,7 +97,8 @@ def main(argv=None) -> int:
     inner = tuple(float(v) for v in a.inner.split(","))
     start = teacher if a.init is None else load_model(a.init, device="cpu")
     try:
-        student = pruned_student(start.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)))
+        student = pruned_student(start.encoder, inner, pool.crops(16, crop, rng, zoom=(1, 1)),
+                                 post_kernel=a.post_kernel)
     except ValueError as exc:
         sys.exit(f"distill_encoder: {exc}")
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 conv1 7x7/2 (64) -> stage 64 /1 -> stage 128 /2 -> stage 256 /1 -> stage 256 /1,
 two basic blocks per stage, no max-pool, then a 3x3 conv 256 -> 64 (with bias) giving
-a 64-d embedding at H/4 x W/4. ``width`` scales every channel count (1.0 = paper);
+a 64-d embedding at H/4 x W/4 (``post_kernel`` 1: a 1x1 conv there, the distilled
+default's). ``width`` scales every channel count (1.0 = paper);
 ``inner`` narrows the channels inside each block of a stage (between its two 3x3 convs:
 the residual stream keeps the stage's width), which is how a distilled encoder is made
 cheaper (``training.distill``).
@@ -23,11 +24,14 @@ class EncoderConfig:
     blocks_per_stage: int = 2
     # per stage: the blocks' inner channels as a fraction of the stage's channels
     inner: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    post_kernel: int = 3        # the output convolution's size: 3 (paper) or 1 (cheaper)
 
     def __post_init__(self):
         self.inner = tuple(float(f) for f in self.inner)     # a checkpoint stores a list
         if len(self.inner) != 4 or not all(0 < f <= 1 for f in self.inner):
             raise ValueError(f"inner must be 4 fractions in (0, 1], got {self.inner}")
+        if self.post_kernel not in (1, 3):
+            raise ValueError(f"post_kernel must be 1 or 3, got {self.post_kernel}")
 
     def channels(self) -> tuple[int, int, int, int]:
         return tuple(max(8, int(round(c * self.width))) for c in (64, 128, 256, 256))
@@ -97,7 +101,10 @@ def _folded(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: torch.Te
             var: torch.Tensor) -> torch.Tensor:
     """``bn(conv(x))`` with fixed statistics, folded into the convolution (scaled weights
     and a bias: one pass over the activations instead of two). ``mean``, ``var``: (C,), or
-    (B, C) for one set per frame of ``x`` (then one grouped convolution)."""
+    (B, C) for one set per frame of ``x``: several frames (an accelerator's batch) then
+    share the convolution and get their own scale and shift after it (the kernels a
+    BatchNorm would use; a grouped convolution with one weight set per frame is not
+    among the fast paths of every backend)."""
     scale = bn.weight * torch.rsqrt(var + bn.eps)
     bias = bn.bias - mean * scale
     if conv.bias is not None:
@@ -107,11 +114,9 @@ def _folded(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, mean: torch.Te
     if scale.dim() == 1:
         return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride,
                         conv.padding, conv.dilation, conv.groups)
-    b = x.shape[0]
-    weight = (conv.weight[None] * scale.reshape(b, -1, 1, 1, 1)).flatten(0, 1)
-    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weight, bias.reshape(-1), conv.stride,
-                   conv.padding, conv.dilation, conv.groups * b)
-    return out.reshape(b, -1, *out.shape[2:])
+    out = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    b, c = scale.shape
+    return torch.addcmul(bias.reshape(b, c, 1, 1), out, scale.reshape(b, c, 1, 1))
 
 
 class _InferNorm:
@@ -163,7 +168,8 @@ class CorrFlowEncoder(nn.Module):
         self.layer2 = stage(c1, c2, 2, i2)
         self.layer3 = stage(c2, c3, 1, i3)
         self.layer4 = stage(c3, c4, 1, i4)
-        self.post = nn.Conv2d(c4, self.config.embed_dim, 3, 1, 1, bias=True)
+        k = self.config.post_kernel
+        self.post = nn.Conv2d(c4, self.config.embed_dim, k, 1, k // 2, bias=True)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

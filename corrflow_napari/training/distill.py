@@ -75,15 +75,25 @@ def _prune_block(src: BasicBlock, dst: BasicBlock, keep: torch.Tensor) -> None:
 
 @torch.no_grad()
 def pruned_student(teacher: CorrFlowEncoder, inner: tuple[float, ...],
-                   x: torch.Tensor) -> CorrFlowEncoder:
+                   x: torch.Tensor, post_kernel: int | None = None) -> CorrFlowEncoder:
     """The teacher with ``inner`` (per stage, as ``EncoderConfig.inner``) of each block's
     inner channels: those that matter most on the frames ``x`` ``(B, 3, H, W)`` in [0, 1]
-    (:func:`_inner_importance`). Stages left at the teacher's width are copied as they are."""
-    config = EncoderConfig(**{**teacher.config.to_dict(), "inner": tuple(inner)})
+    (:func:`_inner_importance`). Stages left at the teacher's width are copied as they are.
+    ``post_kernel`` 1 from a 3x3 output convolution: the sum of its taps (what it computes
+    where the features are locally constant)."""
+    post_kernel = post_kernel or teacher.config.post_kernel
+    if post_kernel > teacher.config.post_kernel:
+        raise ValueError(f"post_kernel {post_kernel} is larger than the network pruned "
+                         f"from ({teacher.config.post_kernel}).")
+    config = EncoderConfig(**{**teacher.config.to_dict(), "inner": tuple(inner),
+                              "post_kernel": post_kernel})
     student = CorrFlowEncoder(config)
     student.load_state_dict({k: v for k, v in teacher.state_dict().items()
-                             if not k.startswith(("layer1", "layer2", "layer3", "layer4"))},
-                            strict=False)
+                             if not k.startswith(("layer1", "layer2", "layer3", "layer4",
+                                                  "post."))}, strict=False)
+    student.post.bias.copy_(teacher.post.bias)
+    student.post.weight.copy_(teacher.post.weight.sum((2, 3), keepdim=True)
+                              if post_kernel < teacher.config.post_kernel else teacher.post.weight)
     teacher = teacher.eval()
     h = F.relu(_norm(teacher.stem[0](x), teacher.stem[1], True))
     for t_layer, s_layer in zip((teacher.layer1, teacher.layer2, teacher.layer3, teacher.layer4),

@@ -88,8 +88,8 @@ def test_sample_labels_unchanged_by_the_fast_path():
 
 def test_statistics_shared_by_frames(encoder):
     """``statistics`` gives each frame's own (B, C) rows: given back, each frame is
-    normalised as with frame_bn (one grouped convolution); averaged to (C,), every frame is
-    normalised alike."""
+    normalised as with frame_bn (a shared convolution, then each frame's scale and shift);
+    averaged to (C,), every frame is normalised alike."""
     x = torch.rand(3, 3, 40, 56)
     x[1] *= 0.3                                      # a darker frame
     rows = encoder.statistics(x)

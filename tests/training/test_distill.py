@@ -64,6 +64,28 @@ def test_a_student_cannot_be_wider_than_what_it_is_pruned_from(teacher):
         pruned_student(narrow, (1, 1, 1, 0.5), x)
 
 
+def test_a_1x1_output_convolution_starts_as_the_3x3_on_flat_features(teacher, tmp_path):
+    """``post_kernel`` 1: the student's output convolution is the sum of the teacher's taps,
+    equal to it wherever the features are locally constant; it is 9x cheaper, saves and
+    loads, and cannot grow back."""
+    x = torch.rand(2, 3, 40, 56)
+    student = pruned_student(teacher, (1, 1, 1, 1), x, post_kernel=1).eval()
+    assert student.post.kernel_size == (1, 1) and student.config.post_kernel == 1
+    flat = torch.randn(1, teacher.post.in_channels, 9, 11).mean((2, 3), keepdim=True)
+    flat = flat.expand(1, -1, 9, 11)
+    torch.testing.assert_close(student.post(flat)[..., 1:-1, 1:-1],
+                               teacher.post(flat)[..., 1:-1, 1:-1])
+    model = CorrFlowModel(student.config)
+    model.encoder.load_state_dict(student.state_dict())
+    save_checkpoint(tmp_path / "s.pt", model)
+    back = model_from_checkpoint(read_checkpoint(tmp_path / "s.pt")).eval()
+    torch.testing.assert_close(back.encoder.infer(x, True), student.infer(x, True))
+    with pytest.raises(ValueError, match="post_kernel 3 is larger"):
+        pruned_student(student, (1, 1, 1, 1), x, post_kernel=3)
+    with pytest.raises(ValueError, match="post_kernel"):
+        EncoderConfig(post_kernel=5)
+
+
 def test_inner_fractions_are_checked():
     with pytest.raises(ValueError, match="inner"):
         EncoderConfig(inner=(1, 1, 0))
