@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's work, as one device call (issues 14, 16): continue the accumulating
-# checkpoint for TRAIN_MINUTES, then time propagation on the GPU.
+# checkpoint for TRAIN_MINUTES, then time propagation on the GPU (the shipped default
+# first: the distilled student with the video's BatchNorm statistics has not yet run on one).
 #
 # Prepare here first (both folders are git-ignored; carry them):
 #   python scripts/build_training_bundle.py runs/bundle \
@@ -35,6 +36,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpu.txt" 2>&1
     --minutes "$minutes" --iters 0 --log-every 50 --export "$out/export.pt" ${TRAIN_ARGS:-} 2>&1 \
     | tee "$out/train.log"
 cp runs/gpu/loss.csv "$out/" 2>/dev/null
-timeout 150 "$py" scripts/gpu_check.py runs/davis-mini --frames "${FRAMES:-1000}" --model checkpoints/latest.pt \
+timeout 150 "$py" scripts/gpu_check.py runs/davis-mini --frames "${FRAMES:-1000}" \
+    --model corrflow_napari/weights/corrflow_default.pt --model checkpoints/latest.pt \
     --model "$out/export.pt" --model lab --skip-far auto,on --encode-batch 8,1 --profile 20 2>&1 \
     | tee "$out/gpu_check.log"
