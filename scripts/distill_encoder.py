@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corrflow_napari.device import pick_device
 from corrflow_napari.errors import InputError
 from corrflow_napari.feature_cache import resize_rgb8
 from corrflow_napari.io import open_video
@@ -81,8 +82,14 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--per-video", type=int, default=150)
     ap.add_argument("--save-init", action="store_true")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default), cuda, mps or auto: where the two networks run")
     a = ap.parse_args(argv)
 
+    try:
+        device = pick_device(a.device)
+    except InputError as exc:
+        sys.exit(f"distill_encoder: {exc}")
     try:
         teacher = load_model(a.teacher, device="cpu")
         pool = load_pool(a.videos, a.short_side, a.every, a.per_video)
@@ -118,7 +125,8 @@ def main(argv=None) -> int:
                   flush=True)
 
     config = DistillConfig(steps=a.steps, batch=a.batch, crop=crop, lr=a.lr)
-    result = distill(teacher.encoder, student, pool, config, log=log)
+    print(f"distilling on {device}", flush=True)
+    result = distill(teacher.encoder, student, pool, config, log=log, device=device)
     save_checkpoint(a.out, student_model(result.student, teacher), step=len(result.losses),
                     distill_config={k: getattr(config, k) for k in config.__dataclass_fields__},
                     **extra)

@@ -15,7 +15,9 @@
 # weights, lost 1.5 dev J&F: README "The second GPU run")
 # and here: python scripts/dev_check.py OUT/export.pt --reference checkpoints/latest.pt --alone
 # If it wins, it becomes checkpoints/latest.pt (the teacher, full blocks); the shipped default
-# is a distilled student of it, so distil again before shipping (README "A distilled encoder"):
+# is a distilled student of it, so distil again before shipping (README "A distilled encoder").
+# On the GPU, as a second call while the machine is warm: bash scripts/gpu_distill.sh $OUT
+# (a minute or two there, from runs/gpu/last.pt), or here on the CPU (~17 min):
 #   python scripts/distill_encoder.py runs/distill/new.pt --teacher checkpoints/latest.pt \
 #       --init corrflow_napari/weights/corrflow_default.pt --inner 0.25,0.25,0.25,0.25 --steps 2000 --lr 1e-3
 #   python scripts/dev_check.py runs/distill/new.pt

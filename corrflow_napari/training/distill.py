@@ -132,20 +132,22 @@ class DistillResult:
 
 def distill(teacher: CorrFlowEncoder, student: CorrFlowEncoder, pool: FramePool,
             config: DistillConfig | None = None,
-            log: Callable[[int, float, float], None] | None = None) -> DistillResult:
-    """Train ``student`` (a copy; the argument is untouched) towards ``teacher``'s
-    normalised features. ``log(step, loss, seconds)`` after each step."""
+            log: Callable[[int, float, float], None] | None = None,
+            device: str | torch.device = "cpu") -> DistillResult:
+    """Train ``student`` (a copy; the arguments are untouched) towards ``teacher``'s
+    normalised features on ``device`` (crops are made on the CPU); the result is on the
+    CPU. ``log(step, loss, seconds)`` after each step."""
     c = config or DistillConfig()
     rng = np.random.default_rng(c.seed)
     torch.manual_seed(c.seed)
-    student = copy.deepcopy(student).train()
-    teacher = teacher.eval()
+    student = copy.deepcopy(student).to(device).train()
+    teacher = copy.deepcopy(teacher).to(device).eval()
     opt = torch.optim.Adam(student.parameters(), lr=c.lr)
     losses, t0 = [], time.perf_counter()
     for step in range(c.steps):
         for g in opt.param_groups:
             g["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
-        x = pool.crops(c.batch, c.crop, rng)
+        x = pool.crops(c.batch, c.crop, rng).to(device, non_blocking=True)
         target = F.normalize(teacher.infer(x, frame_bn=True), dim=1)
         loss = cosine_distance(F.normalize(student(x, frame_bn=True), dim=1), target)
         opt.zero_grad(set_to_none=True)
@@ -154,4 +156,4 @@ def distill(teacher: CorrFlowEncoder, student: CorrFlowEncoder, pool: FramePool,
         losses.append(float(loss.detach()))
         if log is not None:
             log(step, losses[-1], time.perf_counter() - t0)
-    return DistillResult(student.eval(), losses, time.perf_counter() - t0)
+    return DistillResult(student.cpu().eval(), losses, time.perf_counter() - t0)

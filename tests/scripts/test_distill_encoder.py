@@ -40,12 +40,20 @@ def test_distill_script_writes_a_loadable_student(tmp_path):
     rc = load_script("distill_encoder").main(
         [str(tmp_path / "s2.pt"), "--teacher", str(tmp_path / "teacher.pt"), "--init", str(out),
          "--inner", "0.5,0.5,0.25,0.25", "--steps", "2", "--batch", "2", "--crop", "32,48",
-         "--short-side", "64", "--every", "10", "--videos", str(SAMPLE)])
+         "--short-side", "64", "--every", "10", "--videos", str(SAMPLE), "--post-kernel", "1",
+         "--device", "auto"])                   # a GPU when there is one (as gpu_session.sh)
     narrower = load_model(str(tmp_path / "s2.pt"), device="cpu")
     assert narrower.config.inner_channels()[3] < student.config.inner_channels()[3]
+    assert narrower.config.post_kernel == 1 and narrower.encoder.post.kernel_size == (1, 1)
 
 
 def test_no_frames_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="the frame pool is empty"):
         load_script("distill_encoder").main([str(tmp_path / "s.pt"), "--videos",
                                              str(tmp_path / "nothing*.mp4")])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_an_absent_device_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="CUDA is not available on this machine"):
+        load_script("distill_encoder").main([str(tmp_path / "s.pt"), "--device", "cuda"])
