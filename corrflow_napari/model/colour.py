@@ -11,9 +11,32 @@ _RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
 _WHITE = torch.tensor([0.950456, 1.0, 1.088754])
 
 
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) sRGB in [0, 1] -> (B, 3, H, W) CIE Lab (L in [0, 100], a/b ~ [-110, 110])."""
-    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+_LINEAR_TABLES: dict = {}
+
+
+def _linear_table(device) -> torch.Tensor:
+    """(256,) the linear value of each 8-bit sRGB level k (the formula at k / 255)."""
+    key = str(device)
+    if key not in _LINEAR_TABLES:
+        with torch.inference_mode(False):
+            levels = torch.arange(256, dtype=torch.float32, device=device).div_(255)
+            _LINEAR_TABLES[key] = _srgb_to_linear(levels)
+    return _LINEAR_TABLES[key]
+
+
+def rgb_to_lab(rgb: torch.Tensor, rgb8: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, H, W) sRGB in [0, 1] -> (B, 3, H, W) CIE Lab (L in [0, 100], a/b ~ [-110, 110]).
+    ``rgb8``: the same image as uint8 levels (``rgb`` = ``rgb8 / 255``), when there is one:
+    the linearisation is then a table lookup (the same values up to float rounding, a
+    third of the time)."""
+    if rgb8 is not None and rgb.dtype == torch.float32:
+        lin = _linear_table(rgb.device).take(rgb8.long())
+    else:
+        lin = _srgb_to_linear(rgb)
     xyz = torch.einsum("ij,bjhw->bihw", _RGB2XYZ.to(rgb), lin) / _WHITE.to(rgb)[None, :, None, None]
     eps = 216 / 24389
     f = torch.where(xyz > eps, xyz.clamp_min(1e-12) ** (1 / 3), (24389 / 27 * xyz + 16) / 116)

@@ -18,10 +18,15 @@ from .encoder import CorrFlowEncoder, EncoderConfig
 from .inference_settings import InferenceSettings
 
 
+def frames_to_uint8(frames, device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 (numpy or torch) -> (B, 3, H, W) uint8 on ``device`` (a view)."""
+    t = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+    return t.to(device).permute(0, 3, 1, 2)
+
+
 def frames_to_tensor(frames, device) -> torch.Tensor:
     """(B, H, W, 3) uint8 (numpy or torch) -> (B, 3, H, W) float32 in [0, 1] on ``device``."""
-    t = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
-    return t.to(device).permute(0, 3, 1, 2).float().div_(255)
+    return frames_to_uint8(frames, device).float().div_(255)
 
 
 class AffinityGroup(NamedTuple):
@@ -65,7 +70,8 @@ class FeatureExtractor(nn.Module):
                                  f"dataclasses.replace(model.inference, {name}=...).")
         super().__setattr__(name, value)
 
-    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:  # pragma: no cover
+    def features(self, x: torch.Tensor, stats=None, rgb8=None) -> torch.Tensor:  # pragma: no cover
+        """(B, 3, H, W) in [0, 1] (``rgb8``: the same as uint8, or None) -> features."""
         raise NotImplementedError
 
     def video_statistics(self, frames) -> list | None:
@@ -103,23 +109,29 @@ class FeatureExtractor(nn.Module):
         with ``lab_weight`` x Lab colour appended when ``lab_weight`` > 0. ``bn_stats``: the
         BatchNorm statistics to use (``CorrFlowEncoder.infer``), e.g. interpolated from
         :meth:`video_statistics` of the frames' video."""
-        x = frames_to_tensor(frames, self.device)
-        return self._finish(self.features(x, bn_stats), x)
+        rgb8 = frames_to_uint8(frames, self.device)
+        x = rgb8.float().div_(255)
+        return self._finish(self.features(x, bn_stats, rgb8=rgb8), x, rgb8)
 
-    def _finish(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``f`` of RGB ``x`` (B, 3, H, W) -> what :meth:`encode` returns."""
+    def _finish(self, f: torch.Tensor, x: torch.Tensor,
+                rgb8: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``f`` of RGB ``x`` (B, 3, H, W) (``rgb8``: as uint8) -> what
+        :meth:`encode` returns."""
         f = f.float()
         s = self.inference
         if s.normalize:
             f = F.normalize(f, dim=1)
         if s.lab_weight > 0:
-            f = torch.cat([f, s.lab_weight * lab_features(x)[:, :, :f.shape[2], :f.shape[3]]], 1)
+            lab = lab_features(x, rgb8)[:, :, :f.shape[2], :f.shape[3]]
+            f = torch.cat([f, s.lab_weight * lab], 1)
         return f
 
 
-def lab_features(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> (B, 3, ceil(H/4), ceil(W/4)) Lab / 100, 4x4 averages."""
-    return F.avg_pool2d(rgb_to_lab(x) / 100, 4, 4, ceil_mode=True, count_include_pad=False)
+def lab_features(x: torch.Tensor, rgb8: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 3, ceil(H/4), ceil(W/4)) Lab / 100, 4x4 averages
+    (``rgb8``: ``x`` as uint8 levels, for the faster exact path of :func:`rgb_to_lab`)."""
+    return F.avg_pool2d(rgb_to_lab(x, rgb8) / 100, 4, 4, ceil_mode=True,
+                        count_include_pad=False)
 
 
 class LabFeatures(FeatureExtractor):
@@ -139,8 +151,8 @@ class LabFeatures(FeatureExtractor):
         super().__init__()
         self.register_buffer("_anchor", torch.zeros(0))   # follows .to(device)
 
-    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:
-        return lab_features(x)
+    def features(self, x: torch.Tensor, stats=None, rgb8=None) -> torch.Tensor:
+        return lab_features(x, rgb8)
 
 
 _FRAME_BN_LOCK = threading.Lock()
@@ -190,14 +202,15 @@ class CorrFlowModel(FeatureExtractor):
     def encode_measuring(self, frames) -> tuple[torch.Tensor, list | None]:
         if not self.statistics_frames() or len(frames) == 0:
             return self.encode(frames), None
-        x = frames_to_tensor(frames, self.device)
+        rgb8 = frames_to_uint8(frames, self.device)
+        x = rgb8.float().div_(255)
         f, stats = self.encoder.measure(x)
-        return self._finish(f, x), stats
+        return self._finish(f, x, rgb8), stats
 
     def statistics_frames(self) -> int:
         return self.inference.bn_frames if self.inference.frame_bn else 0
 
-    def features(self, x: torch.Tensor, stats=None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, stats=None, rgb8=None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, C, H/4, W/4). With ``frame_bn`` every BatchNorm
         normalises each frame with that frame's own statistics instead of the running
         statistics stored at training time (see the model card for the measurements), or
