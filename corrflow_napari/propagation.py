@@ -11,10 +11,9 @@ from a reference memory through restricted attention:
 Schedule: a frame t between keyframes a < t < b gets the forward chain from a and the
 backward chain from b, fused (``fusion``: weights (b - t) / (b - a) for a's side, or also
 by each side's confidence; "one-sided": forward only); before the first / after the last
-keyframe one direction. Features go through a :class:`.feature_cache.FeatureCache` (the
-caller's, or one per run): each frame is encoded once per run, and a re-run after a
-correction (:func:`affected_range`) only runs the attention. Results are upsampled to the
-full frame size; :func:`propagate` adds a confidence per frame and object (:mod:`.confidence`).
+keyframe one direction. Features go through a :class:`.feature_cache.FeatureCache`: each
+frame is encoded once per run; a re-run after a correction (:func:`affected_range`) only
+runs the attention. :func:`propagate` adds a confidence per frame and object.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from . import confidence as conf
 from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, scaled_size
 from .keyframe_masks import check_keyframes
-from .model.attention import ReferenceTiles, attend, prepare_reference
+from .model.attention import ReferenceTiles, TileRecycler, attend
 from .model.features import FeatureExtractor
 from .options import option
 from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
@@ -224,9 +223,11 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     if cache is None:                     # each frame encoded once per run, both sides
         cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
     encode = FrameEncoder(model, frames, settings.scale, cache=cache, video_key=video_key)
-    # References are kept tiled for the attention (prepare_reference): each frame's
-    # features are tiled once, when it becomes a reference, not once per use.
+    # References are kept tiled for the attention (prepare_reference): each frame tiled once,
+    # when it becomes a reference; the tiles of one no longer used are written over by the
+    # next (fresh memory costs a page fault per 4 KB: most of the tiling).
     key_tiled: dict[int, list[ReferenceTiles]] = {}
+    recycler = TileRecycler()
     oom: dict = {}                        # attention chunk size after an out-of-memory
     done = 0
     groups = model.affinity_groups()
@@ -248,9 +249,8 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
 
     def tiled(feat: torch.Tensor, valid: torch.Tensor | None = None) -> list[ReferenceTiles]:
         """One tiled reference per affinity group."""
-        return [prepare_reference(feat[None, g.start:g.stop], radius=settings.radius,
-                                  metric=g.metric,
-                                  ref_valid=None if valid is None else valid[None])
+        return [recycler.prepare(feat[None, g.start:g.stop], radius=settings.radius,
+                                 metric=g.metric, ref_valid=None if valid is None else valid[None])
                 for g in groups]
 
     moved_tiled: dict = {}                # (keyframe, shift, objects) -> (tiles, values)
@@ -262,7 +262,9 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
             key = (k, shift, objects)
             if key not in moved_tiled:
                 if len(moved_tiled) > 2 * MAX_MOVED:
-                    del moved_tiled[next(iter(moved_tiled))]
+                    oldest = moved_tiled.pop(next(iter(moved_tiled)))
+                    if not any(oldest is o for o in out):       # not in use this frame
+                        recycler.release(oldest[0])
                 feat = encode(k)
                 feat, vals, usable = moved_keyframe(feat, seeds[k].to(feat.device), shift,
                                                     objects, n_labels=n)
@@ -288,7 +290,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 feat = encode(t)
                 refs = key_refs(source, t)
                 for k in [k for k in key_tiled if k not in refs]:
-                    del key_tiled[k]              # tiled: only the keyframes in use
+                    recycler.release(key_tiled.pop(k))     # tiled: only the keyframes in use
                 for k in refs:
                     if k not in key_tiled:
                         key_tiled[k] = tiled(encode(k))
@@ -320,7 +322,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 recent.append((t, vals))
                 kept = {q for q, _ in recent}
                 for r in [r for r in recent_tiled if r not in kept]:
-                    del recent_tiled[r]
+                    recycler.release(recent_tiled.pop(r))
             done += 1
             if progress:
                 progress(done, total)

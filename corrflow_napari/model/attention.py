@@ -31,17 +31,22 @@ _NEG = -1e4  # large negative for masked logits (finite: keeps low precision and
 _CPU_CHUNK = 32  # at most this many tiles at a time on CPU at inference (see attend)
 
 
-def _tiles(x: torch.Tensor, tile: int, halo: int, hp: int, wp: int) -> torch.Tensor:
+def _tiles(x: torch.Tensor, tile: int, halo: int, hp: int, wp: int,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """(B, C, H, W) -> (B, nT, C, (tile+2*halo)^2) overlapping blocks, zero padded.
 
-    ``hp, wp`` are H, W rounded up to a multiple of ``tile``.
+    ``hp, wp`` are H, W rounded up to a multiple of ``tile``. ``out``: a tensor of that
+    many elements to write them into (else a new one).
     """
     b, c, h, w = x.shape
     x = F.pad(x, (halo, halo + wp - w, halo, halo + hp - h))
     k = tile + 2 * halo
     blocks = x.unfold(2, k, tile).unfold(3, k, tile)          # B, C, nh, nw, k, k
     nh, nw = blocks.shape[2], blocks.shape[3]
-    return blocks.permute(0, 2, 3, 1, 4, 5).reshape(b, nh * nw, c, k * k)
+    blocks = blocks.permute(0, 2, 3, 1, 4, 5)
+    if out is None:
+        return blocks.reshape(b, nh * nw, c, k * k)
+    return out.view(b, nh, nw, c, k, k).copy_(blocks).view(b, nh * nw, c, k * k)
 
 
 def _window_mask(tile: int, radius: int, device) -> torch.Tensor:
@@ -185,11 +190,24 @@ def _active_spans(values: torch.Tensor, geo: _Geometry, tile: int, radius: int,
     return [(i0, i1) for i0, i1 in spans]
 
 
+def tiles_size(ref: torch.Tensor, radius: int, metric: str, tile: int = 8) -> int:
+    """Elements of :func:`prepare_reference`'s ``tiles`` for ``ref`` (B, C, H, W)."""
+    b, c, h, w = ref.shape
+    n_t = math.ceil(h / tile) * math.ceil(w / tile)
+    return b * n_t * (c + (metric == "negsqdist")) * (tile + 2 * radius) ** 2
+
+
 def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", tile: int = 8,
-                      ref_valid: torch.Tensor | None = None) -> ReferenceTiles:
+                      ref_valid: torch.Tensor | None = None,
+                      out: torch.Tensor | None = None) -> ReferenceTiles:
     """Tile one reference frame's features ``(B, C, H, W)`` for :func:`attend`.
 
     ref_valid: optional (B, 1, H, W) 0/1 mask of usable positions.
+    out (without autograd): a tensor of :func:`tiles_size` elements, same dtype and device,
+    that the tiles are written into, e.g. those of a reference no longer used. A loop
+    that recycles them saves most of the tiling: the blocks are ~9x the features (M = 8,
+    tile 8), and writing that much freshly allocated memory costs a page fault per 4 KB
+    (a 480p frame: ~20 ms fresh, ~2 ms into touched memory).
     """
     if metric not in ("dot", "negsqdist"):
         raise ValueError(f"unknown metric {metric!r}")
@@ -198,7 +216,12 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
     k2 = (tile + 2 * radius) ** 2
     if metric == "negsqdist":       # logit 2<q, r> - |r|^2 as one product: [2q, 1].[r, -|r|^2]
         ref = torch.cat([ref, -(ref * ref).sum(1, keepdim=True)], 1)
-    tiles = _tiles(ref, tile, radius, hp, wp).reshape(-1, ref.shape[1], k2)   # B*nT, C, k2
+    if out is not None and (torch.is_grad_enabled() and ref.requires_grad
+                            or out.numel() != b * (hp // tile) * (wp // tile) * ref.shape[1] * k2
+                            or out.dtype != ref.dtype or out.device != ref.device):
+        raise ValueError("out must be a tensor of tiles_size() elements of the reference's "
+                         "dtype and device, without autograd")
+    tiles = _tiles(ref, tile, radius, hp, wp, out).reshape(-1, ref.shape[1], k2)  # B*nT,C,k2
     invalid = None
     if ref_valid is not None:
         geo = _geometry(h, w, radius, tile, ref.device)
@@ -206,6 +229,27 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
         inside = inside.reshape(-1, k2)[:, geo.widx]                            # B*nT,t2,W2
         invalid = (inside <= 0.5) | geo.invalid.repeat(b, 1, 1)
     return ReferenceTiles(tiles, invalid, b, c, h, w, radius, tile, metric)
+
+
+class TileRecycler:
+    """Tiles of references no longer used (:meth:`release`), written over by the next ones
+    :meth:`prepare` makes (``prepare_reference``'s ``out``), at most ``keep`` per size."""
+
+    def __init__(self, keep: int = 4):
+        self.keep, self.spare = keep, {}
+
+    def release(self, refs: Sequence[ReferenceTiles]) -> None:
+        for r in refs:
+            pool = self.spare.setdefault((r.tiles.numel(), r.tiles.dtype, r.tiles.device), [])
+            if len(pool) < self.keep:
+                pool.append(r.tiles)
+
+    def prepare(self, ref: torch.Tensor, radius: int = 6, metric: str = "dot", tile: int = 8,
+                ref_valid: torch.Tensor | None = None) -> ReferenceTiles:
+        """:func:`prepare_reference` into released tiles of the same size, if any."""
+        pool = self.spare.get((tiles_size(ref, radius, metric, tile), ref.dtype, ref.device))
+        return prepare_reference(ref, radius, metric, tile, ref_valid,
+                                 out=pool.pop() if pool else None)
 
 
 def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Tensor,

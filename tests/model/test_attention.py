@@ -157,3 +157,30 @@ def test_active_spans_cover_exactly_the_tiles_near_objects():
     assert spans == [(0, 1), (20, 21)]
     vals[0, 0, 0, 39, 63] = 0.5                     # channel 0 (background) never counts
     assert _active_spans(vals, geo, tile, radius, step=32) == spans
+
+
+def test_tiles_written_into_a_released_reference_are_the_same():
+    """``prepare_reference(out=)`` / :class:`TileRecycler`: the tiles of a reference no
+    longer used are written over by the next one's, which attends exactly as new tiles do;
+    a buffer of the wrong size, or with autograd, is refused."""
+    from corrflow_napari.model.attention import TileRecycler, tiles_size
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 1, 6, 21, 30, generator=g)
+    q = torch.randn(1, 6, 21, 30, generator=g)
+    vals = torch.rand(1, 1, 2, 21, 30, generator=g)
+    recycler = TileRecycler()
+    with torch.inference_mode():
+        first = recycler.prepare(a, radius=3, metric="negsqdist")
+        assert first.tiles.numel() == tiles_size(a, 3, "negsqdist")
+        recycler.release([first])
+        second = recycler.prepare(b, radius=3, metric="negsqdist")
+        assert second.tiles.data_ptr() == first.tiles.data_ptr()          # written over
+        fresh = prepare_reference(b, radius=3, metric="negsqdist")
+        assert torch.equal(second.tiles, fresh.tiles)
+        assert torch.equal(attend(q, [second], vals, topk=5), attend(q, [fresh], vals, topk=5))
+        assert recycler.prepare(a, radius=2).tiles.data_ptr() != first.tiles.data_ptr()
+        with pytest.raises(ValueError, match="tiles_size"):
+            prepare_reference(a, radius=2, out=torch.empty(7))
+    with pytest.raises(ValueError, match="autograd"):
+        prepare_reference(a.requires_grad_(), radius=3, metric="negsqdist",
+                          out=torch.empty(tiles_size(a, 3, "negsqdist")))
