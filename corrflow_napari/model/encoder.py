@@ -2,8 +2,8 @@
 
 conv1 7x7/2 (64) -> stage 64 /1 -> stage 128 /2 -> stage 256 /1 -> stage 256 /1,
 two basic blocks per stage, no max-pool, then a 3x3 conv 256 -> 64 (with bias) giving
-a 64-d embedding at H/4 x W/4 (``post_kernel`` 1: a 1x1 conv there, the distilled
-default's). ``width`` scales every channel count (1.0 = paper);
+a 64-d embedding at H/4 x W/4 (``post_kernel`` 1: a 1x1 conv there, for a cheaper
+student). ``width`` scales every channel count (1.0 = paper);
 ``inner`` narrows the channels inside each block of a stage (between its two 3x3 convs:
 the residual stream keeps the stage's width), which is how a distilled encoder is made
 cheaper (``training.distill``).

@@ -129,7 +129,7 @@ class FeatureExtractor(nn.Module):
 
 def lab_features(x: torch.Tensor, rgb8: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> (B, 3, ceil(H/4), ceil(W/4)) Lab / 100, 4x4 averages
-    (``rgb8``: ``x`` as uint8 levels, for the faster exact path of :func:`rgb_to_lab`)."""
+    (``rgb8``: ``x`` as uint8 levels, for the faster path of :func:`rgb_to_lab`)."""
     return F.avg_pool2d(rgb_to_lab(x, rgb8) / 100, 4, 4, ceil_mode=True,
                         count_include_pad=False)
 
