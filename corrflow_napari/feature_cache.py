@@ -212,10 +212,12 @@ class FrameEncoder:
             self._ahead = {t: order[i + 1:i + self.batch] for i, t in enumerate(order)}
 
     def __call__(self, t: int) -> torch.Tensor:
-        # the video's statistics first: the sampled frames' features come with them
-        sampled = self.bn_statistics is not None
+        # the video's statistics first: the sampled frames' features come with them (into
+        # the cache, or without one into _measured)
+        if self.bn_statistics is not None and t in self._measured:
+            return self._measured.pop(t)
         if self.cache is None:
-            return self._measured.pop(t) if sampled and t in self._measured else self._encode(t)
+            return self._encode(t)
         key = self.key(t)
         feat = self.cache.get(key)
         if feat is None:

@@ -214,13 +214,13 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
     b, c, h, w = ref.shape
     hp, wp = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
     k2 = (tile + 2 * radius) ** 2
-    if metric == "negsqdist":       # logit 2<q, r> - |r|^2 as one product: [2q, 1].[r, -|r|^2]
-        ref = torch.cat([ref, -(ref * ref).sum(1, keepdim=True)], 1)
     if out is not None and (torch.is_grad_enabled() and ref.requires_grad
-                            or out.numel() != b * (hp // tile) * (wp // tile) * ref.shape[1] * k2
+                            or out.numel() != tiles_size(ref, radius, metric, tile)
                             or out.dtype != ref.dtype or out.device != ref.device):
         raise ValueError("out must be a tensor of tiles_size() elements of the reference's "
                          "dtype and device, without autograd")
+    if metric == "negsqdist":       # logit 2<q, r> - |r|^2 as one product: [2q, 1].[r, -|r|^2]
+        ref = torch.cat([ref, -(ref * ref).sum(1, keepdim=True)], 1)
     tiles = _tiles(ref, tile, radius, hp, wp, out).reshape(-1, ref.shape[1], k2)  # B*nT,C,k2
     invalid = None
     if ref_valid is not None:

@@ -78,13 +78,13 @@ class FeatureExtractor(nn.Module):
         """Per-frame statistics of ``(N, H, W, 3) uint8`` frames of a video, from which the
         ``bn_stats`` that :meth:`encode` takes for its other frames are interpolated
         (``FrameEncoder``); None: nothing to share."""
-        return None
+        return self.encode_measuring(frames)[1]
 
     def encode_measuring(self, frames) -> tuple[torch.Tensor, list | None]:
-        """``(encode(frames), video_statistics(frames))``: each frame encoded with its own
-        statistics, which is what ``encode(frames, bn_stats=)`` gives a sampled frame,
-        in one pass (``FrameEncoder`` keeps the sampled frames' features)."""
-        return self.encode(frames), self.video_statistics(frames)
+        """``(encode(frames), video_statistics(frames))`` in one pass: each frame encoded
+        with its own statistics, which is what ``encode(frames, bn_stats=)`` gives a sampled
+        frame (``FrameEncoder`` keeps the sampled frames' features). Here: no statistics."""
+        return self.encode(frames), None
 
     def statistics_frames(self) -> int:
         """How many frames of a video :meth:`video_statistics` wants (0: none)."""
@@ -191,15 +191,10 @@ class CorrFlowModel(FeatureExtractor):
                             "InferenceSettings.from_dict)")
         self.inference = inference or InferenceSettings()
 
-    def video_statistics(self, frames) -> list | None:
-        """With ``frame_bn`` and ``bn_frames``: the encoder's BatchNorm statistics of each of
-        ``frames`` ``(N, H, W, 3) uint8`` ((N, C) rows: :meth:`CorrFlowEncoder.statistics`)."""
-        if not self.statistics_frames() or len(frames) == 0:
-            return None
-        return self.encoder.statistics(frames_to_tensor(frames, self.device))
-
     @torch.inference_mode()
     def encode_measuring(self, frames) -> tuple[torch.Tensor, list | None]:
+        """With ``frame_bn`` and ``bn_frames``, the statistics are the encoder's BatchNorm
+        statistics of each frame ((N, C) rows: :meth:`CorrFlowEncoder.measure`)."""
         if not self.statistics_frames() or len(frames) == 0:
             return self.encode(frames), None
         rgb8 = frames_to_uint8(frames, self.device)
