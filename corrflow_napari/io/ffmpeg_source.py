@@ -31,6 +31,7 @@ class FFmpegSource(FrameSource):
     """
 
     description = "video"
+    sequential = True        # a backward jump restarts ffmpeg (~0.5 s for a 720p frame)
     SKIP_LIMIT = 48          # forward jumps up to this many frames decode through
     SLOW_SEEK_S = 3.0        # seconds decoded accurately after the fast keyframe seek
     # ffmpeg decodes beside the encoder, which wants every core: one decoding thread and

@@ -20,6 +20,10 @@ class FrameSource:
     width: int
     fps: float | None = None
     description = "video"        # names the input in messages: "video", "gif", ...
+    #: True when reading frame i costs a seek unless frame i - 1 (or a little before) was
+    #: read last: :class:`~corrflow_napari.io.video.Video` then reads a backward walk
+    #: through the video in blocks, each decoded in increasing order after one seek
+    sequential = False
 
     def read(self, i: int) -> np.ndarray:
         """Frame ``i`` (0 <= i < n) as (H, W, 3) uint8."""

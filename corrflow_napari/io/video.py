@@ -57,6 +57,8 @@ class Video:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         frame_bytes = max(1, source.height * source.width * 3)
         self.cache_size = max(1, min(int(cache_size), _CACHE_BYTES // frame_bytes))
+        self._block = max(1, 3 * self.cache_size // 4)   # frames decoded per backward seek
+        self._reader = threading.local()                # each thread's last frame read
 
     # ---- construction
     @classmethod
@@ -117,32 +119,50 @@ class Video:
         return i + n if i < 0 else i
 
     def _frame(self, i: int) -> np.ndarray:
-        """Cached frame i (read-only array, do not modify)."""
+        """Cached frame i (read-only array, do not modify).
+
+        A reader walking backward through a ``sequential`` source (a video file: each
+        backward jump is a seek) gets a block of frames ending at i, decoded in increasing
+        order after one seek, so that the frames before i are cached when it asks for them
+        (720p: ~0.5 s per frame read backward one by one, ~0.03 s in blocks). The walking
+        direction is each thread's own (the GUI and a worker read side by side)."""
         src = self._src
         if isinstance(src, ArraySource) and src.direct:
             return src.view(i)
         with self._lock:
+            last, self._reader.last = getattr(self._reader, "last", None), i
             f = self._cache.get(i)
             if f is not None:
                 self._cache.move_to_end(i)
                 return f
-            try:
-                f = src.read(i)
-            except InputError:
-                raise
-            except Exception as err:
-                raise InputError(f"{src.description} {self.path or self.name}: frame {i} could not "
-                                 f"be read ({short_error(err)}); the file may be damaged") from err
-            f = np.ascontiguousarray(f, dtype=np.uint8)
-            if f.shape != (src.height, src.width, 3):
-                raise InputError(f"{src.description} {self.path or self.name}: frame {i} is "
-                                 f"{f.shape[1]}x{f.shape[0]} but the video is {src.width}x"
-                                 f"{src.height}; all frames must have the same size")
-            f.setflags(write=False)
-            self._cache[i] = f
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            first = i
+            if src.sequential and last is not None and i < last:
+                first = max(0, i - self._block + 1)
+            for j in range(first, i + 1):
+                if j == i or j not in self._cache:
+                    f = self._decode(j)
             return f
+
+    def _decode(self, i: int) -> np.ndarray:
+        """Frame i from the source, checked, into the cache (the lock held)."""
+        src = self._src
+        try:
+            f = src.read(i)
+        except InputError:
+            raise
+        except Exception as err:
+            raise InputError(f"{src.description} {self.path or self.name}: frame {i} could not "
+                             f"be read ({short_error(err)}); the file may be damaged") from err
+        f = np.ascontiguousarray(f, dtype=np.uint8)
+        if f.shape != (src.height, src.width, 3):
+            raise InputError(f"{src.description} {self.path or self.name}: frame {i} is "
+                             f"{f.shape[1]}x{f.shape[0]} but the video is {src.width}x"
+                             f"{src.height}; all frames must have the same size")
+        f.setflags(write=False)
+        self._cache[i] = f
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return f
 
     def _frames(self, idx) -> np.ndarray:
         idx = [self._check_index(i) for i in idx]

@@ -3,6 +3,7 @@ and tif stacks, each format read exactly and its broken files reported in one li
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import imageio_ffmpeg
 import numpy as np
@@ -93,6 +94,30 @@ def test_lazy_bounded_cache_and_linear_sequential_reads(tmp_path, monkeypatch):
     for i in (250, 3, 299, 120, 0, 121, 175):
         assert decode_index(v[i]) == i
     assert len(v._cache) <= v.cache_size
+
+
+def test_backward_walk_seeks_once_per_block(tmp_path, monkeypatch):
+    """A backward chain reads frames k, k-1, k-2, ...: one ffmpeg restart per block of
+    frames (decoded forwards), not one per frame, and every frame is exactly right."""
+    n = 120
+    frames = np.stack([code_frame(t) for t in range(n)])
+    p = write_with_ffmpeg(tmp_path / "walk.mp4", frames, fps=30, extra=["-g", "30"])
+    starts = []
+    orig_start = FFmpegSource._start
+    monkeypatch.setattr(FFmpegSource, "_start",
+                        lambda self, i: starts.append(i) or orig_start(self, i))
+    v = open_video(p)
+    starts.clear()
+    seen = [decode_index(v[i]) for i in range(n - 1, -1, -1)]
+    assert seen == list(range(n - 1, -1, -1))
+    assert 1 < len(starts) <= -(-n // v._block) + 1, starts   # one seek per block
+    assert len(v._cache) <= v.cache_size
+    # a second thread walking forward meanwhile keeps its own direction
+    out = []
+    t = threading.Thread(target=lambda: out.extend(decode_index(v[i]) for i in range(40, 50)))
+    t.start()
+    t.join()
+    assert out == list(range(40, 50))
 
 
 def test_variable_frame_rate_random_access_is_exact(tmp_path):
