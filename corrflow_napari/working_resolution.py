@@ -12,8 +12,12 @@ wherever the grid falls, so it keeps cells it owns outright in every reference; 
 cells across it may own a single cell, at 1 none. When a painted object would be smaller
 than that at the working size, the scale is raised for that video (up to
 ``settings.scale``, by default the full size) and a one-line note says so and how to
-change it. The engine emits notes as :class:`WorkingResolutionNote` warnings (the CLI
-prints them as one line on stderr; napari shows them as notifications).
+change it. An object's size is its largest over the keyframes: on a correction keyframe
+an object may be a sliver (partly hidden, leaving the frame) that its full views on
+other keyframes carry, and raising the scale for it would re-encode the whole video
+larger (a re-run after a correction on a 720p clip took 3.7x the first run). The
+engine emits notes as :class:`WorkingResolutionNote` warnings (the CLI prints them as
+one line on stderr; napari shows them as notifications).
 """
 from __future__ import annotations
 
@@ -33,10 +37,12 @@ class WorkingResolutionNote(UserWarning):
 
 
 def object_sizes(keyframes: dict[int, np.ndarray]) -> list[tuple[float, int, int]]:
-    """``(diameter px, object id, frame)`` of every painted object, smallest first.
+    """``(diameter px, object id, frame)`` of every painted object, smallest first: one
+    entry per object id, from the keyframe where it is largest.
 
-    An object's diameter is that of a disc of the area of its smallest connected part,
-    ignoring specks (parts under ``SPECK_FRACTION`` of its largest part, e.g. stray paint).
+    An object's diameter on a keyframe is that of a disc of the area of its smallest
+    connected part there, ignoring specks (parts under ``SPECK_FRACTION`` of its largest
+    part, e.g. stray paint).
     """
     from scipy import ndimage
 
@@ -54,7 +60,11 @@ def object_sizes(keyframes: dict[int, np.ndarray]) -> list[tuple[float, int, int
             areas = np.bincount(parts.ravel(), minlength=n + 1)[1:]
             area = areas[areas >= SPECK_FRACTION * areas.max()].min()
             sizes.append((2.0 * math.sqrt(area / math.pi), int(oid), int(t)))
-    return sorted(sizes)
+    largest: dict[int, tuple[float, int, int]] = {}
+    for d, oid, t in sizes:
+        if oid not in largest or d > largest[oid][0]:
+            largest[oid] = (d, oid, t)
+    return sorted(largest.values())
 
 
 def working_scale(settings, h: int, w: int,

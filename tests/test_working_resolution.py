@@ -145,6 +145,34 @@ def test_720p_matched_at_480_and_returned_at_720p():
     assert native.sizes == {(h, w)}
 
 
+def test_a_sliver_on_a_correction_keyframe_keeps_the_working_resolution():
+    """An object large on one keyframe and a sliver on a correction (partly hidden) keeps
+    the video's working size: the re-run reuses the features (nothing is re-encoded
+    larger) and no note is shown."""
+    from corrflow_napari.feature_cache import FeatureCache
+    from corrflow_napari.propagation import affected_range, propagate
+    h, w = 720, 1280
+    frames = np.full((5, h, w, 3), 90, np.uint8)
+    labels = np.zeros((5, h, w), np.uint8)
+    for k in range(5):
+        frames[k, 200:400, 300 + 12 * k:560 + 12 * k] = (230, 40, 40)
+        labels[k, 200:400, 300 + 12 * k:560 + 12 * k] = 5
+    sliver = np.zeros((h, w), np.uint8)
+    sliver[200:203, 600:603] = 5                           # 3 x 3 px: all that shows
+    keys = {0: labels[0], 3: sliver}
+    assert working_scale(PropagationSettings(), h, w, keys) == (480 / 720, None)
+    assert [(oid, t) for _, oid, t in object_sizes(keys)] == [(5, 0)]
+    assert working_scale(PropagationSettings(), h, w, {3: sliver})[0] == 1.0   # alone: raised
+    model, cache = RecordingLab(), FeatureCache()
+    propagate(model, frames, {0: labels[0]}, cache=cache, video_key="v")
+    model.sizes.clear()
+    start, stop = affected_range(keys, 3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WorkingResolutionNote)
+        propagate(model, frames, keys, start=start, stop=stop, cache=cache, video_key="v")
+    assert model.sizes == set()                              # every feature from the cache
+
+
 def test_tracking_uses_the_working_resolution():
     from corrflow_napari.tracking import track_points
     frames = np.full((2, 720, 1280, 3), 90, np.uint8)
