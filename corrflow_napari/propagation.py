@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import confidence as conf
 from .errors import InputError
-from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, scaled_size
+from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, kept, scaled_size
 from .keyframe_masks import check_keyframes
 from .model.attention import ReferenceTiles, TileRecycler, attend
 from .model.features import FeatureExtractor
@@ -56,7 +56,6 @@ __all__ = ["FUSIONS", "FrameEncoder", "FrameSides", "PropagationResult", "Propag
 
 ProgressFn = Callable[[int, int], None]
 FUSIONS = ("distance", "confidence", "one-sided")
-PRIVATE_CACHE_BYTES = 2 * 1024 ** 3   # a run's own feature cache when the caller gives none
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     # the unchanged parts of the chains from it (keyed by source, direction and seed).
     side_key = _side_keys(seeds, settings) if cache is not None else None
     if cache is None:                     # each frame encoded once per run, both sides
-        cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
+        cache, video_key = FeatureCache(), "run"
     encode = FrameEncoder(model, frames, settings.scale, cache=cache, video_key=video_key)
     # References are kept tiled for the attention (prepare_reference): each frame tiled once,
     # when it becomes a reference; the tiles of one no longer used are written over by the
@@ -309,19 +308,20 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     temperature=g.temperature, topk=settings.topk,
                     chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=skip)[0]
                     for i, g in enumerate(groups))
-                if labels:
+                if labels:                # kept at half precision, as the features
                     conf.drop_faint(vals[:n], settings.min_mass)
-                    drop_detail_of_absent(vals, n)
+                    vals = kept(drop_detail_of_absent(vals, n))
                 if settings.n_recent:
                     recent_tiled[t] = tiled(feat)
                 if stored is not None:
                     cache.put(stored, vals)
+            vals = vals.float()
             if settings.follow and settings.n_recent:   # for the next frame; cached too
                 shifts = object_shifts(seeds[source][:n], vals[:n], last_seen)
             if settings.n_recent:
                 recent.append((t, vals))
-                kept = {q for q, _ in recent}
-                for r in [r for r in recent_tiled if r not in kept]:
+                in_use = {q for q, _ in recent}
+                for r in [r for r in recent_tiled if r not in in_use]:
                     recycler.release(recent_tiled.pop(r))
             done += 1
             if progress:

@@ -23,7 +23,6 @@ from .model.attention import restricted_attention
 from .model.features import AffinityGroup, FeatureExtractor
 from .options import option
 from .propagation import (
-    PRIVATE_CACHE_BYTES,
     FrameEncoder,
     ProgressFn,
     PropagationSettings,
@@ -369,7 +368,7 @@ def track_points(model: FeatureExtractor, frames, points,
     total = sum(len(c) for _, chains, _ in plan.values() for c in chains)
     device = model.device
     if cache is None:
-        cache, video_key = FeatureCache(PRIVATE_CACHE_BYTES), "run"
+        cache, video_key = FeatureCache(), "run"
     encode = FrameEncoder(model, frames, scale, cache=cache, video_key=video_key)
     done = 0
     if progress:

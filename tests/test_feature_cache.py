@@ -46,6 +46,7 @@ def test_lru_bounded_by_bytes():
     assert cache.drop("v") == 1 and cache.nbytes == 1000 and ("w", 0) in cache
     with pytest.raises(ValueError):
         FeatureCache(max_bytes=-1)
+    assert 2 * 1024 ** 3 <= FeatureCache().max_bytes <= 16 * 1024 ** 3   # by the RAM
 
 
 def test_second_run_encodes_only_frames_it_never_saw(lab):
@@ -132,6 +133,8 @@ def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
     cache = FeatureCache()
     keys = {0: gt[0], 10: gt[10]}
     propagate(lab, frames, keys, cache=cache, video_key="clip")
+    chains = cache.values_of("clip").values()          # soft labels kept at half precision
+    assert len(chains) == 9 + 9 + 1 and all(v.dtype == torch.float16 for v in chains)
     keys[5] = gt[5]
     start, stop = affected_range(keys, 5, 12)
     real_attend, calls = propagation.attend, []

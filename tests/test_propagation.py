@@ -249,10 +249,11 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
     learned = values(model)
     model.inference = replace(model.inference, lab_mix=1.0)
     assert [g.weight for g in model.affinity_groups()] == [1.0]
-    torch.testing.assert_close(values(model), values(lab), atol=1e-4, rtol=0)
+    half = 5e-4                         # soft labels are kept as float16 (an ulp or two)
+    torch.testing.assert_close(values(model), values(lab), atol=half, rtol=0)
     model.inference = replace(model.inference, lab_mix=0.5)
     torch.testing.assert_close(values(model), 0.5 * learned + 0.5 * values(lab),
-                               atol=1e-4, rtol=0)
+                               atol=half, rtol=0)
     assert not torch.allclose(learned, values(lab), atol=1e-2)   # the two really differ
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..feature_cache import DEFAULT_MAX_BYTES, FeatureCache
+from ..feature_cache import FeatureCache
 
 
 def _weights_key(weights) -> tuple:
@@ -30,8 +30,8 @@ class LayerFeatureCache:
     """``get(layer, weights, device, settings)`` -> ``(cache, video_key)`` for a run;
     ``forget(layer)`` when the layer goes away or its data changes."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes                # None: the cache's default
         self.cache: FeatureCache | None = None
         self.key: tuple | None = None
 
