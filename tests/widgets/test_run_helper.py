@@ -159,3 +159,33 @@ def test_progress_text():
     assert progress_text(31, 96, 0.8) == "frame 31/96, 0.8 s/frame, 52 s left"
     assert progress_text(5, 0, 2.0, unit="step") == "step 5, 2 s/step"
     assert duration_text(200) == "3 min 20 s" and duration_text(3900) == "1 h 05 min"
+
+
+def test_animated_indicators_are_held_still_during_a_run(qtbot, dock, tmp_path):
+    """napari's "in progress" spinner repaints the whole window ~30 times a second (under
+    software OpenGL that took the CPU from the run): it is paused while a run goes and
+    resumed after it if nothing else stopped it."""
+    from PIL import Image
+    from qtpy.QtGui import QMovie
+    gif = tmp_path / "spin.gif"
+    frames = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(4)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=30, loop=0)
+    window = QWidget()
+    qtbot.addWidget(window)
+    label = QLabel(window)
+    movie = QMovie(str(gif))
+    label.setMovie(movie)
+    movie.start()
+    assert movie.state() == QMovie.MovieState.Running
+    go, states = threading.Event(), []
+
+    def work(n, task):
+        go.wait(5)
+        return n
+
+    assert dock.start(work)
+    states.append(movie.state())
+    go.set()
+    wait(qtbot, dock)
+    assert states == [QMovie.MovieState.Paused]
+    assert movie.state() == QMovie.MovieState.Running
