@@ -34,7 +34,7 @@ from . import confidence as conf
 from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, kept, scaled_size
 from .keyframe_masks import check_keyframes
-from .model.attention import ReferenceTiles, TileRecycler, attend
+from .model.attention import ReferenceTiles, TileRecycler, attend, value_table
 from .model.features import FeatureExtractor
 from .options import option
 from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
@@ -148,16 +148,14 @@ def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float,
 # --------------------------------------------------------------------------- engine
 
 
-def _attend_oom_safe(query, refs, values, *, temperature, topk, chunk_tiles, state: dict,
-                     skip_empty: bool = False):
-    """:func:`attend` that, when the device runs out of memory, halves the number of
-    tiles processed at once (down to 1) and retries, warning once; ``state['chunk']``
-    keeps the reduced size for the rest of the video."""
+def _attend_oom_safe(query, refs, values, *, chunk_tiles, state: dict, **options):
+    """:func:`attend` (``options``: its keywords) that, when the device runs out of memory,
+    halves the number of tiles processed at once (down to 1) and retries, warning once;
+    ``state['chunk']`` keeps the reduced size for the rest of the video."""
     while True:
         chunk = state.get("chunk", chunk_tiles)
         try:
-            return attend(query, refs, values, temperature=temperature, topk=topk,
-                          chunk_tiles=chunk, skip_empty=skip_empty)
+            return attend(query, refs, values, chunk_tiles=chunk, **options)
         except torch.OutOfMemoryError:
             if chunk == 1:
                 raise
@@ -303,9 +301,10 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                         ref_tiles.insert(1, tiles)
                         key_vals.insert(1, mv)
                 ref_vals = torch.stack(key_vals + [v for _, v in recent])[None]
-                vals = sum(g.weight * _attend_oom_safe(
+                table = value_table(ref_vals, settings.radius) if settings.topk else None
+                vals = sum(g.weight * _attend_oom_safe(       # the groups share one table
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
-                    temperature=g.temperature, topk=settings.topk,
+                    temperature=g.temperature, topk=settings.topk, table=table,
                     chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=skip)[0]
                     for i, g in enumerate(groups))
                 if labels:                # kept at half precision, as the features

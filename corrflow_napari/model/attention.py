@@ -252,9 +252,21 @@ class TileRecycler:
                                  out=pool.pop() if pool else None)
 
 
+def value_table(values: torch.Tensor, radius: int, tile: int = 8) -> torch.Tensor:
+    """(B, R, V, H, W) values -> the (B*R*Hpad*Wpad, V) table (padded, channels last) that
+    :func:`attend` gathers its top-k matches' values from; pass it as ``table`` to attend
+    to the same values more than once (the mixture's groups): one copy instead of two."""
+    b, r_n, v, h, w = values.shape
+    geo = _geometry(h, w, radius, tile, values.device)
+    flat = F.pad(values.reshape(b * r_n, v, h, w).permute(0, 2, 3, 1),     # one copy
+                 (0, 0, radius, geo.wpad - w - radius, radius, geo.hpad - h - radius))
+    return flat.reshape(-1, v)
+
+
 def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Tensor,
            temperature: float = 1.0, topk: int | None = None,
-           chunk_tiles: int | None = None, skip_empty: bool = False) -> torch.Tensor:
+           chunk_tiles: int | None = None, skip_empty: bool = False,
+           table: torch.Tensor | None = None) -> torch.Tensor:
     """Restricted attention of ``query`` (B, C, H, W) to prepared references.
 
     refs: R :class:`ReferenceTiles` (same size, radius, tile and metric as each other and
@@ -262,7 +274,8 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
     skip_empty (inference only; values are distributions over V, e.g. label probabilities
     with channel 0 the background): tiles of targets whose windows hold only channel 0 in
     every reference are not computed and get (1, 0, ..., 0), which is what the weighted
-    average of such values is (up to rounding).
+    average of such values is (up to rounding). table: :func:`value_table` of ``values``
+    (top-k only; made here when None).
 
     Per tile of targets: one matmul per reference against its (tile+2M)^2 block, then the
     (2M+1)^2 window of every target is gathered (R*(2M+1)^2 logits per target), entries
@@ -299,9 +312,9 @@ def attend(query: torch.Tensor, refs: Sequence[ReferenceTiles], values: torch.Te
     use_topk = topk is not None and topk < r_n * w2
     plen = geo.hpad * geo.wpad
     if use_topk:   # values as a flat (B*R*Hpad*Wpad, V) table, gathered at the chosen entries
-        vflat = F.pad(values.reshape(b * r_n, v, h, w),
-                      (radius, geo.wpad - w - radius, radius, geo.hpad - h - radius))
-        vflat = vflat.permute(0, 2, 3, 1).reshape(-1, v)
+        vflat = value_table(values, radius, tile) if table is None else table
+        if tuple(vflat.shape) != (b * r_n * plen, v):
+            raise ValueError(f"table {tuple(vflat.shape)} is not value_table() of the values")
         base = (torch.arange(b, device=dev).reshape(b, 1, 1) * (r_n * plen)
                 + geo.base.unsqueeze(0)).reshape(big_t, t2)
         off = (torch.arange(r_n, device=dev).reshape(-1, 1) * plen + geo.off).reshape(-1)

@@ -184,3 +184,22 @@ def test_tiles_written_into_a_released_reference_are_the_same():
     with pytest.raises(ValueError, match="autograd"):
         prepare_reference(a.requires_grad_(), radius=3, metric="negsqdist",
                           out=torch.empty(tiles_size(a, 3, "negsqdist")))
+
+
+def test_a_shared_value_table_gives_the_same_values():
+    """``value_table``: attending twice to the same values (the mixture's two groups) with
+    one table built beforehand is the same as each call building its own; a table of
+    other values is refused."""
+    from corrflow_napari.model.attention import value_table
+    g = torch.Generator().manual_seed(5)
+    refs = torch.randn(1, 3, 5, 19, 26, generator=g)
+    q = torch.randn(1, 5, 19, 26, generator=g)
+    vals = torch.rand(1, 3, 4, 19, 26, generator=g)
+    prepared = [prepare_reference(refs[:, r], radius=4) for r in range(3)]
+    table = value_table(vals, 4)
+    assert torch.equal(attend(q, prepared, vals, topk=7, table=table),
+                       attend(q, prepared, vals, topk=7))
+    torch.testing.assert_close(attend(q, prepared, vals, topk=7, table=table),
+                               direct_attention(q, refs, vals, 4, topk=7))
+    with pytest.raises(ValueError, match="value_table"):
+        attend(q, prepared, vals, topk=7, table=value_table(vals[:, :2], 4))
