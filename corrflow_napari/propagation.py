@@ -307,7 +307,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     temperature=g.temperature, topk=settings.topk, table=table,
                     chunk_tiles=settings.chunk_tiles, state=oom, skip_empty=skip)[0]
                     for i, g in enumerate(groups))
-                if labels:                # kept at half precision, as the features
+                if labels:                # kept at half precision (feature_cache.KEPT_DTYPE)
                     conf.drop_faint(vals[:n], settings.min_mass)
                     vals = kept(drop_detail_of_absent(vals, n))
                 if settings.n_recent:

@@ -13,7 +13,7 @@
 The napari progress bar's animated "in progress" indicator is held still while a run
 goes (the dock's label shows the progress): each of its ~30 frames a second repainted the
 whole window, which under software OpenGL (remote desktops, VMs, Xvfb) took the CPU
-from the run: 30 frames of a 720p clip took 20.4 s with it running, 12.6 s without.
+from the run: 30 frames of a 720p clip took 20.4 s with it running, 12.9 s held still.
 
 The helper also owns the cancel event, the napari progress bar, the busy buttons (run
 buttons disabled, Cancel enabled), the already-running guard, cancel when the widget is
