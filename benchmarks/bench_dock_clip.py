@@ -103,6 +103,11 @@ def dock(clip: Path, frames: int) -> dict:
     return out
 
 
+def report(name: str, r: dict, frames: int) -> None:
+    print(f"{name}: first run {r['first_s']:.1f} s ({frames - 1} frames), re-run from frame "
+          f"{r['k']} {r['rerun_s']:.1f} s = {r['rerun_s'] / r['first_s']:.2f}x", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clip", default=str(CLIP))
@@ -112,14 +117,11 @@ def main(argv=None) -> int:
     from corrflow_napari.io import open_video
     video = open_video(args.clip)
     frames = min(args.frames, len(video))
-    rows = {}
-    for name, run in (("engine", engine), ("dock", None if args.engine_only else dock)):
-        if run is None:
-            continue
-        rows[name] = r = run(video if name == "engine" else Path(args.clip), frames)
-        print(f"{name}: first run {r['first_s']:.1f} s ({frames - 1} frames), re-run from "
-              f"frame {r['k']} {r['rerun_s']:.1f} s = {r['rerun_s'] / r['first_s']:.2f}x",
-              flush=True)
+    rows = {"engine": engine(video, frames)}
+    report("engine", rows["engine"], frames)
+    if not args.engine_only:
+        rows["dock"] = dock(Path(args.clip), frames)
+        report("dock", rows["dock"], frames)
     print(json.dumps({"benchmark": "dock_clip", "clip": Path(args.clip).name,
                       "frames": frames, **{f"{n}_{k}": round(v, 2) for n, r in rows.items()
                                            for k, v in r.items()}}))
