@@ -36,6 +36,7 @@ def test_painted_frames_are_keyframes_written_ones_are_not():
 def test_labels_edit_is_one_undo_step_and_skips_keyframes():
     data = np.zeros((4, 5, 5), np.uint8)
     data[0, 2, 2] = 1
+    data[2, 1:3, 1:3] = 4                               # frame 2 held labels before the run
     data[3] = 3
     layer = Labels(data.copy())
     before = layer.data.copy()
@@ -51,6 +52,7 @@ def test_labels_edit_is_one_undo_step_and_skips_keyframes():
     np.testing.assert_array_equal(after[0], before[0])
     assert (after[1] == 1).all() and (after[3] == 3).all()
     assert detect_keyframes(layer) == [0]               # written frames are not keyframes
+    assert [np.ndim(old) for _, old, _ in edit.atoms] == [0, 2, 0]   # empty: one value
     layer.undo()                                        # ONE undo = the whole run
     np.testing.assert_array_equal(layer.data, before)
     layer.redo()
