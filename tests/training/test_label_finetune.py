@@ -141,7 +141,7 @@ def test_attention_matches_propagation_for_one_reference(texture):
                                                   min_mass=0),
                      direction="forward")
     mine = attend_as_inference(model, feats[1][None], feats[0][None], seed[None])[0]
-    torch.testing.assert_close(mine, got[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mine, got[1], atol=5e-4, rtol=0)   # propagation keeps float16
     back = round_trip(model, [f[None] for f in feats], seed[None])
     assert len(back) == 1 and back[0].shape == (1,) + seed.shape
 
