@@ -125,13 +125,19 @@ def test_small_moving_blobs_survive_on_a_2048_stack(lab):
     assert lost >= gt.max() // 2
 
 
-def test_720p_matched_at_480_and_returned_at_720p():
-    h, w = 720, 1280
-    frames = np.full((3, h, w, 3), 90, np.uint8)
-    labels = np.zeros((3, h, w), np.uint8)
-    for k in range(3):
+def moving_box_720p(t: int):
+    """(frames, labels): a red 200 x 260 box (id 5) moving 12 px/frame on 1280 x 720."""
+    frames = np.full((t, 720, 1280, 3), 90, np.uint8)
+    labels = np.zeros((t, 720, 1280), np.uint8)
+    for k in range(t):
         frames[k, 200:400, 300 + 12 * k:560 + 12 * k] = (230, 40, 40)
         labels[k, 200:400, 300 + 12 * k:560 + 12 * k] = 5
+    return frames, labels
+
+
+def test_720p_matched_at_480_and_returned_at_720p():
+    h, w = 720, 1280
+    frames, labels = moving_box_720p(3)
     model = RecordingLab()
     with warnings.catch_warnings():
         warnings.simplefilter("error", WorkingResolutionNote)   # no note for a large object
@@ -152,11 +158,7 @@ def test_a_sliver_on_a_correction_keyframe_keeps_the_working_resolution():
     from corrflow_napari.feature_cache import FeatureCache
     from corrflow_napari.propagation import affected_range, propagate
     h, w = 720, 1280
-    frames = np.full((5, h, w, 3), 90, np.uint8)
-    labels = np.zeros((5, h, w), np.uint8)
-    for k in range(5):
-        frames[k, 200:400, 300 + 12 * k:560 + 12 * k] = (230, 40, 40)
-        labels[k, 200:400, 300 + 12 * k:560 + 12 * k] = 5
+    frames, labels = moving_box_720p(5)
     sliver = np.zeros((h, w), np.uint8)
     sliver[200:203, 600:603] = 5                           # 3 x 3 px: all that shows
     keys = {0: labels[0], 3: sliver}

@@ -70,14 +70,20 @@ def test_single_frame_and_odd_size_video(tmp_path):
     np.testing.assert_array_equal(np.asarray(v), odd)
 
 
-def test_lazy_bounded_cache_and_linear_sequential_reads(tmp_path, monkeypatch):
-    n = 300
-    frames = np.stack([code_frame(t) for t in range(n)])
-    p = write_with_ffmpeg(tmp_path / "long.mp4", frames, fps=30, extra=["-g", "30"])
+def ffmpeg_starts(monkeypatch) -> list:
+    """The frames ffmpeg is (re)started at, recorded from now on."""
     starts = []
     orig_start = FFmpegSource._start
     monkeypatch.setattr(FFmpegSource, "_start",
                         lambda self, i: starts.append(i) or orig_start(self, i))
+    return starts
+
+
+def test_lazy_bounded_cache_and_linear_sequential_reads(tmp_path, monkeypatch):
+    n = 300
+    frames = np.stack([code_frame(t) for t in range(n)])
+    p = write_with_ffmpeg(tmp_path / "long.mp4", frames, fps=30, extra=["-g", "30"])
+    starts = ffmpeg_starts(monkeypatch)
     v = open_video(p)
     assert len(v) == n and v.cache_size <= 32
     starts.clear()
@@ -102,10 +108,7 @@ def test_backward_walk_seeks_once_per_block(tmp_path, monkeypatch):
     n = 120
     frames = np.stack([code_frame(t) for t in range(n)])
     p = write_with_ffmpeg(tmp_path / "walk.mp4", frames, fps=30, extra=["-g", "30"])
-    starts = []
-    orig_start = FFmpegSource._start
-    monkeypatch.setattr(FFmpegSource, "_start",
-                        lambda self, i: starts.append(i) or orig_start(self, i))
+    starts = ffmpeg_starts(monkeypatch)
     v = open_video(p)
     starts.clear()
     seen = [decode_index(v[i]) for i in range(n - 1, -1, -1)]
