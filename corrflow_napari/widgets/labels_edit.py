@@ -177,3 +177,12 @@ def mark_written(layer, frames) -> None:
     written = layer.metadata.setdefault(WRITTEN_KEY, {})
     for t in frames:
         written.setdefault(int(t), set()).add(fingerprint(np.asarray(layer.data[int(t)])))
+
+
+def unmark_written(layer, frames) -> None:
+    """Take ``frames`` of ``layer`` as the user's own from now on (keyframes for
+    :func:`detect_keyframes`), e.g. a propagated frame the user re-propagates from as it
+    is."""
+    written = layer.metadata.get(WRITTEN_KEY, {})
+    for t in frames:
+        written.pop(int(t), None)

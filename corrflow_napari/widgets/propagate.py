@@ -40,7 +40,13 @@ from .confidence_strip import (
 )
 from .export_labels import ask_export_path, export_layer
 from .feature_store import LayerFeatureCache
-from .labels_edit import WRITTEN_KEY, LabelsEdit, detect_keyframes, parse_keyframes
+from .labels_edit import (
+    WRITTEN_KEY,
+    LabelsEdit,
+    detect_keyframes,
+    parse_keyframes,
+    unmark_written,
+)
 from .layer_arrays import current_frame, show_frame, video_frames
 
 __all__ = ["PropagateWidget", "parse_keyframes", "detect_keyframes", "WRITTEN_KEY"]
@@ -332,6 +338,7 @@ class PropagateWidget(RunsInBackground, QWidget):
         if not [t for t in range(start, stop) if t not in keys]:
             raise InputError(f"nothing to re-propagate from frame {k}: the frames next to it "
                              "are keyframes or the ends of the video.")
+        unmark_written(labels, [k])      # a keyframe from now on, even if not repainted
         return keys, start, stop, direction
 
     def _prepare(self, from_current: bool) -> PropagationJob:

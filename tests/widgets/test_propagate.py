@@ -98,6 +98,11 @@ def test_repropagate_from_here_recomputes_only_what_the_correction_changes(
     assert len(encoded) == len(small_clip[0])             # no frame encoded again
     labels.undo()
     np.testing.assert_array_equal(labels.data, before)
+    # re-propagating from a propagated frame as it is makes it a keyframe too
+    viewer.dims.set_current_step(0, 3)
+    w.repropagate_btn.click()
+    wait_done(qtbot, w)
+    assert w.last_status == "done" and w.keyframes() == [0, 3, k, 9]
 
 
 def test_cancel_keeps_finished_frames_consistent_and_undoable(make_napari_viewer, qtbot,
