@@ -188,6 +188,11 @@ def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
     return max(4, int(round(h * scale))), max(4, int(round(w * scale)))
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a`` if torch may wrap it (writable, uint8-compatible layout), else a copy."""
+    return a if a.flags.writeable and a.flags.c_contiguous else np.array(a, order="C")
+
+
 def resize_rgb8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, h, w, 3) uint8 at ``size`` (antialiased bilinear, rounded):
     how frames are brought to the working resolution before they are encoded."""
@@ -269,7 +274,11 @@ class FrameEncoder:
     def _input(self, ts: list[int], device) -> torch.Tensor:
         """(len(ts), h, w, 3) uint8 frames ``ts`` on ``device``, resized there by ``scale``
         (counted as encoded)."""
-        x = torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts]))
+        if len(ts) == 1:         # no copy: a 4K frame is 25 MB (~20 ms of fresh memory)
+            one = _writable(np.asarray(self.frames[ts[0]]))
+            x = torch.from_numpy(one.reshape((1,) + one.shape))    # (not [None]: stride 0)
+        else:
+            x = torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts]))
         h, w = x.shape[1:3]
         x = x.to(device)
         self.count += len(ts)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from . import confidence as conf
 from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, kept, scaled_size
+from .full_size_labels import full_size_labels
 from .keyframe_masks import check_keyframes
 from .model.attention import ReferenceTiles, TileRecycler, attend, value_table
 from .model.features import FeatureExtractor
@@ -129,20 +130,6 @@ def resize_nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return mask
     t = torch.from_numpy(mask.astype(np.int64))[None, None].float()
     return F.interpolate(t, size=hw, mode="nearest")[0, 0].long().numpy()
-
-
-def _upsample(values: torch.Tensor, out_hw: tuple[int, int], scale: float,
-              cell: int = 4) -> torch.Tensor:
-    """(V, h, w) maps on a grid of ``cell``-pixel cells (4: feature resolution) ->
-    (V, H, W) at full frame size (bilinear)."""
-    h, w = values.shape[-2:]
-    size = (int(round(cell * h / scale)), int(round(cell * w / scale)))
-    up = F.interpolate(values[None], size=size, mode="bilinear", align_corners=False)[0]
-    up = up[:, :out_hw[0], :out_hw[1]]
-    if up.shape[-2:] != tuple(out_hw):   # rounding at the border: pad by replication
-        up = F.pad(up[None], (0, out_hw[1] - up.shape[-1], 0, out_hw[0] - up.shape[-2]),
-                   mode="replicate")[0]
-    return up
 
 
 # --------------------------------------------------------------------------- engine
@@ -429,11 +416,11 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
         if start <= t < stop:
             out[t] = m
             record.keyframe(t)
-    ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
+    ids_out = ids.astype(out.dtype)
 
     def write(s: FrameSides) -> None:
-        probs = _upsample(fine_probs(s.values, stride), (h, w), settings.scale, cell=stride)
-        lab = ids_t[conf.argmax_channels(probs)].cpu().numpy().astype(out.dtype)
+        lab = full_size_labels(fine_probs(s.values, stride), ids_out, (h, w), settings.scale,
+                               stride)
         out[s.t] = lab
         record(s)
         if on_frame is not None:

@@ -36,6 +36,19 @@ class WorkingResolutionNote(UserWarning):
     """The working resolution was raised for small objects, or objects may be lost."""
 
 
+def _object_boxes(mask: np.ndarray) -> list[tuple[int, tuple[slice, slice]]]:
+    """(id, bounding box) of each nonzero id of an integer (H, W) mask. Small non-negative
+    ids are boxed directly (a 4K mask: ~30 ms; sorting its pixels for their ids took ~1 s)."""
+    from scipy import ndimage
+
+    if mask.dtype.kind in "ui" and mask.min() >= 0 and mask.max() < 2 ** 16:
+        boxes = ndimage.find_objects(mask.astype(np.int32, copy=False))
+        return [(k + 1, b) for k, b in enumerate(boxes) if b is not None]
+    ids, inverse = np.unique(mask, return_inverse=True)
+    boxes = ndimage.find_objects(inverse.reshape(mask.shape) + 1)
+    return [(int(oid), b) for oid, b in zip(ids, boxes) if oid != 0 and b is not None]
+
+
 def object_sizes(keyframes: dict[int, np.ndarray]) -> list[tuple[float, int, int]]:
     """``(diameter px, object id, frame)`` of every painted object, smallest first: one
     entry per object id, from the keyframe where it is largest.
@@ -51,12 +64,8 @@ def object_sizes(keyframes: dict[int, np.ndarray]) -> list[tuple[float, int, int
         mask = np.asarray(mask)
         if mask.ndim != 2 or not mask.any():
             continue
-        ids, inverse = np.unique(mask, return_inverse=True)
-        boxes = ndimage.find_objects(inverse.reshape(mask.shape) + 1)
-        for k, oid in enumerate(ids):
-            if oid == 0 or boxes[k] is None:
-                continue
-            parts, n = ndimage.label(mask[boxes[k]] == oid)
+        for oid, box in _object_boxes(mask):
+            parts, n = ndimage.label(mask[box] == oid)
             areas = np.bincount(parts.ravel(), minlength=n + 1)[1:]
             area = areas[areas >= SPECK_FRACTION * areas.max()].min()
             sizes.append((2.0 * math.sqrt(area / math.pi), int(oid), int(t)))

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from corrflow_napari.evaluation import resolve_sequences
 from corrflow_napari.evaluation.davis_data import load_annotations
+from corrflow_napari.full_size_labels import upsample as _upsample
 from corrflow_napari.metrics import evaluate_sequence
-from corrflow_napari.propagation import _upsample, feature_hw
+from corrflow_napari.propagation import feature_hw
 from corrflow_napari.sub_cell_labels import STRIDES, fine_probs, seed_values
 
 
