@@ -188,3 +188,12 @@ def test_a_videos_batchnorm_statistics_are_measured_once_and_shared(monkeypatch)
     assert not torch.allclose(f5, own, atol=1e-3)
     model.inference = dataclasses.replace(model.inference, bn_frames=0)
     torch.testing.assert_close(FrameEncoder(model, frames, 1.0)(5), own)
+
+
+def test_resizing_through_a_reused_buffer_gives_the_same_frames():
+    from corrflow_napari.feature_cache import resize_rgb8
+    gen = torch.Generator().manual_seed(0)
+    buffer = torch.empty(1, 3, 90, 160)
+    for _ in range(2):                                    # the buffer written over
+        x = torch.randint(0, 256, (1, 90, 160, 3), dtype=torch.uint8, generator=gen)
+        assert torch.equal(resize_rgb8(x, (36, 64), buffer), resize_rgb8(x, (36, 64)))
