@@ -35,11 +35,12 @@ OBJECTS = [(1, [(463 + 34 * np.sin(a), 400 + 34 * np.cos(a))
 
 
 def painted(h: int, w: int) -> np.ndarray:
-    """(H, W) uint8 ids: the three objects of frame 0."""
+    """(H, W) uint8 ids: the three objects of frame 0 (scaled from 720 lines to ``h``: the
+    same clip re-encoded at another size, e.g. 4K)."""
     from skimage.draw import polygon
     mask = np.zeros((h, w), np.uint8)
     for oid, poly in OBJECTS:
-        rr, cc = polygon(*np.array(poly).T, (h, w))
+        rr, cc = polygon(*(np.array(poly).T * h / 720), (h, w))
         mask[rr, cc] = oid
     return mask
 

@@ -280,22 +280,26 @@ class FrameEncoder:
 
     def _input(self, ts: list[int], device) -> torch.Tensor:
         """(len(ts), h, w, 3) uint8 frames ``ts`` on ``device``, resized there by ``scale``
-        (counted as encoded)."""
-        if len(ts) == 1:         # no copy: a 4K frame is 25 MB (~20 ms of fresh memory)
-            one = _writable(np.asarray(self.frames[ts[0]]))
-            x = torch.from_numpy(one.reshape((1,) + one.shape))    # (not [None]: stride 0)
-        else:
-            x = torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts]))
-        h, w = x.shape[1:3]
-        x = x.to(device)
+        one at a time (a few 4K frames as float would take ~100 MB each; counted as
+        encoded)."""
         self.count += len(ts)
+        if self.scale == 1.0 and len(ts) > 1:
+            return torch.from_numpy(np.stack([np.asarray(self.frames[u]) for u in ts])).to(device)
+        x = [self._one(t, device) for t in ts]
+        return x[0] if len(x) == 1 else torch.cat(x)
+
+    def _one(self, t: int, device) -> torch.Tensor:
+        """(1, h, w, 3) uint8 frame t on ``device`` at the working size."""
+        a = _writable(np.asarray(self.frames[t]))      # no copy (a 4K frame is 25 MB)
+        x = torch.from_numpy(a.reshape((1,) + a.shape)).to(device)   # (not [None]: stride 0)
         if self.scale == 1.0:
             return x
-        if len(ts) > 1 or x.device.type != "cpu":     # (accelerators reuse memory anyway)
-            return resize_rgb8(x, scaled_size(h, w, self.scale))
-        if self._buffer is None or self._buffer.shape[2:] != (h, w):
-            self._buffer = torch.empty((1, 3, h, w))
-        return resize_rgb8(x, scaled_size(h, w, self.scale), self._buffer)
+        size = scaled_size(a.shape[0], a.shape[1], self.scale)
+        if x.device.type != "cpu":                      # (accelerators reuse memory anyway)
+            return resize_rgb8(x, size)
+        if self._buffer is None or self._buffer.shape[2:] != a.shape[:2]:
+            self._buffer = torch.empty((1, 3) + a.shape[:2])
+        return resize_rgb8(x, size, self._buffer)
 
     @functools.cached_property
     def bn_statistics(self) -> tuple[list[int], list] | None:
