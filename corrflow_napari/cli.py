@@ -172,7 +172,7 @@ def cmd_propagate(args, cancel: threading.Event | None = None) -> int:
     """Write one indexed PNG per frame (and ``--overlay``); stops after the current frame
     when ``cancel`` is set (the PNGs written so far are kept)."""
     from .io import open_video, overlay, write_indexed_png, write_video
-    from .propagation import propagate_labels
+    from .propagation import propagate
     video = open_video(args.video)
     keyframes, palette = _keyframes(args, len(video), video.shape[1:3])
     settings = _settings(args)
@@ -185,9 +185,9 @@ def cmd_propagate(args, cancel: threading.Event | None = None) -> int:
     def save(t, lab):
         write_indexed_png(out / f"{t:05d}.png", lab, palette)
 
-    labels = propagate_labels(model, video, keyframes, progress=ProgressBar("propagate"),
-                              cancel=cancel, settings=settings, direction=args.direction,
-                              on_frame=save)
+    labels = propagate(model, video, keyframes, progress=ProgressBar("propagate"),
+                       cancel=cancel, settings=settings, direction=args.direction,
+                       on_frame=save, keep_labels=bool(args.overlay)).labels
     if cancel is not None and cancel.is_set():
         return 0
     if args.overlay:

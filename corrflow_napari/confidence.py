@@ -133,13 +133,13 @@ def fusion_weight(forward: torch.Tensor, backward: torch.Tensor, w_forward: floa
 class PropagationResult:
     """What :func:`~corrflow_napari.propagation.propagate` returns.
 
-    labels: (T, H, W) ids; confidence: (T,) in [0, 1] (NaN: frame not computed, 1.0:
-    keyframe), the mean of object_confidence (T, N) over objects; object_ids: (N,) the
-    object id of each column; measures: {name: (T,)} every candidate measure
-    (:data:`MEASURES`, mean over objects), for evaluation.
+    labels: (T, H, W) ids (None: not kept, see ``keep_labels``); confidence: (T,) in
+    [0, 1] (NaN: frame not computed, 1.0: keyframe), the mean of object_confidence (T, N)
+    over objects; object_ids: (N,) the object id of each column; measures: {name: (T,)}
+    every candidate measure (:data:`MEASURES`, mean over objects), for evaluation.
     """
 
-    labels: np.ndarray
+    labels: np.ndarray | None
     confidence: np.ndarray
     object_confidence: np.ndarray
     object_ids: np.ndarray
@@ -189,7 +189,7 @@ class Recorder:
         for name, v in zip(got, host[len(per_object):].tolist()):
             self.measures[name][sides.t] = v
 
-    def result(self, labels: np.ndarray, object_ids: np.ndarray) -> PropagationResult:
+    def result(self, labels: np.ndarray | None, object_ids: np.ndarray) -> PropagationResult:
         done = ~np.isnan(self.objects).any(axis=1)
         frame = np.full(len(self.objects), np.nan)
         if self.objects.shape[1]:

@@ -379,7 +379,8 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
               settings: PropagationSettings | None = None, start: int = 0,
               stop: int | None = None, direction: str = "both",
               on_frame: Callable[[int, np.ndarray], None] | None = None,
-              cache: FeatureCache | None = None, video_key=None) -> PropagationResult:
+              cache: FeatureCache | None = None, video_key=None,
+              keep_labels: bool = True) -> PropagationResult:
     """Propagate keyframe masks to every frame, with a confidence per frame and object.
 
     frames: (T, H, W, 3) uint8 array-like (a lazy ``Video`` is fine).
@@ -389,10 +390,13 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     start / stop: report only frames in [start, stop) (after a correction at k:
     :func:`affected_range`). cache / video_key: a FeatureCache kept between runs (e.g.
     per video) and the video's key in it (default: derived from ``frames``); without a
-    cache each frame is still encoded once per run.
+    cache each frame is still encoded once per run. keep_labels False: the labels only go
+    to ``on_frame`` (a caller that stores them itself saves a (T, H, W) array: 2.5 GB for
+    300 4K frames).
     Returns a :class:`~corrflow_napari.confidence.PropagationResult`: labels (T, H, W)
-    (uint8 when ids <= 255; frames not computed are 0), confidence (T,) and
-    object_confidence (T, N) in [0, 1] (NaN: not computed; 1: keyframes), object_ids (N,).
+    (uint8 when ids <= 255; frames not computed are 0; None without keep_labels),
+    confidence (T,) and object_confidence (T, N) in [0, 1] (NaN: not computed; 1:
+    keyframes), object_ids (N,).
     """
     settings = settings or PropagationSettings()
     t_total, h, w = check_frames(frames)
@@ -400,7 +404,8 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     settings = at_working_resolution(settings, h, w, keys)   # scale: max_size, small objects
     ids = np.unique(np.concatenate([np.unique(m) for m in keys.values()]))
     ids = np.union1d([0], ids)                                 # channel 0 = background
-    out = np.zeros((t_total, h, w), dtype=label_dtype(int(ids.max())))
+    dtype = label_dtype(int(ids.max()))
+    out = np.zeros((t_total, h, w) if keep_labels else (0, h, w), dtype=dtype)
     stop = t_total if stop is None else min(stop, t_total)
     hs, ws = scaled_size(h, w, settings.scale)
     fhw = feature_hw(h, w, settings.scale)
@@ -414,14 +419,16 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     record = conf.Recorder(t_total, seeds, n)
     for t, m in keys.items():
         if start <= t < stop:
-            out[t] = m
+            if keep_labels:
+                out[t] = m
             record.keyframe(t)
-    ids_out = ids.astype(out.dtype)
+    ids_out = ids.astype(dtype)
 
     def write(s: FrameSides) -> None:
         lab = full_size_labels(fine_probs(s.values, stride), ids_out, (h, w), settings.scale,
                                stride)
-        out[s.t] = lab
+        if keep_labels:
+            out[s.t] = lab
         record(s)
         if on_frame is not None:
             on_frame(s.t, lab)
@@ -429,7 +436,7 @@ def propagate(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],
     propagate_sides(model, frames, seeds, write, settings=settings, start=start, stop=stop,
                     direction=direction, progress=progress, cancel=cancel, cache=cache,
                     video_key=video_key, n_labels=n)
-    return record.result(out, ids[1:])
+    return record.result(out if keep_labels else None, ids[1:])
 
 
 def propagate_labels(model: FeatureExtractor, frames, keyframes: dict[int, np.ndarray],

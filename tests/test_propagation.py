@@ -127,6 +127,14 @@ def test_each_frame_encoded_once_and_progress(lab):
         assert calls[0] == (0, steps) and calls[-1] == (steps, steps)
         np.testing.assert_array_equal(out[7], gt[7])
 
+    # labels handed to on_frame only (the dock's Labels layer, the CLI's PNGs): the same
+    got = {}
+    res = propagate(lab, frames, {3: gt[3], 7: gt[7]}, keep_labels=False,
+                    on_frame=lambda t, lab_t: got.setdefault(t, lab_t))
+    assert res.labels is None and not np.isnan(res.confidence).any()
+    for t, lab_t in got.items():
+        np.testing.assert_array_equal(lab_t, out[t])
+
 
 def test_cancel_keeps_finished_frames(lab):
     frames, gt = moving_squares(t=12)

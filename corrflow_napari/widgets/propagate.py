@@ -75,7 +75,8 @@ def _propagate(job: PropagationJob, task):
                      cancel=task.cancel, settings=job.settings, start=job.start,
                      stop=job.stop, direction=job.direction,
                      on_frame=lambda t, lab: task.send((int(t), lab)),
-                     cache=job.cache, video_key=job.video_key)
+                     cache=job.cache, video_key=job.video_key,
+                     keep_labels=False)    # the Labels layer holds them
 
 
 class PropagateWidget(RunsInBackground, QWidget):
