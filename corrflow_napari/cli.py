@@ -171,7 +171,7 @@ def _keyframes(args, n_frames: int, hw: tuple[int, int]):
 def cmd_propagate(args, cancel: threading.Event | None = None) -> int:
     """Write one indexed PNG per frame (and ``--overlay``); stops after the current frame
     when ``cancel`` is set (the PNGs written so far are kept)."""
-    from .io import open_video, overlay, write_indexed_png, write_video
+    from .io import open_video, overlay_frames, write_indexed_png, write_video
     from .propagation import propagate
     video = open_video(args.video)
     keyframes, palette = _keyframes(args, len(video), video.shape[1:3])
@@ -191,7 +191,7 @@ def cmd_propagate(args, cancel: threading.Event | None = None) -> int:
     if cancel is not None and cancel.is_set():
         return 0
     if args.overlay:
-        write_video(args.overlay, overlay(video, labels, palette), fps=video.fps or 10)
+        write_video(args.overlay, overlay_frames(video, labels, palette), fps=video.fps or 10)
     print(f"wrote {len(video)} masks to {out}")
     return 0
 

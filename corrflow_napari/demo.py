@@ -28,7 +28,7 @@ def display_available() -> bool:
 def run_headless(out: Path, device: str = "auto", log=print) -> Path:
     """Propagate the sample's frame-0 mask through the clip; write masks + overlay."""
     from .cli import ProgressBar
-    from .io import davis_palette, overlay, write_indexed_png, write_video
+    from .io import davis_palette, overlay_frames, write_indexed_png, write_video
     from .model import SHIPPED_WEIGHTS, load_model
     from .propagation import propagate_labels
     from .sample_data import ATTRIBUTION, load_sample, sample_fps
@@ -50,7 +50,7 @@ def run_headless(out: Path, device: str = "auto", log=print) -> Path:
     palette = davis_palette()
     for t, lab in enumerate(labels):
         write_indexed_png(masks / f"{t:05d}.png", lab, palette)
-    write_video(out / "overlay.gif", overlay(frames, labels, palette), fps=sample_fps())
+    write_video(out / "overlay.gif", overlay_frames(frames, labels, palette), fps=sample_fps())
     log(f"wrote {masks}/00000.png .. {len(labels) - 1:05d}.png and {out / 'overlay.gif'}")
     return out
 

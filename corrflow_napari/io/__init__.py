@@ -9,7 +9,8 @@ A video in memory is ``(T, H, W, 3) uint8`` RGB.  Modules, one concept each:
   :mod:`.gif_source`, :mod:`.image_sources`, :mod:`.tiff_source`);
 * :mod:`.frames` - :func:`to_rgb8`, any frame to ``(H, W, 3) uint8``;
 * :mod:`.palette`, :mod:`.masks` - label colours and :func:`read_mask`;
-* :mod:`.export` - :func:`write_indexed_png`, :func:`write_video`, :func:`overlay`;
+* :mod:`.export` - :func:`write_indexed_png`, :func:`write_video`, :func:`overlay`,
+  :func:`overlay_frames`;
 * :mod:`.atomic` - temp file + ``os.replace`` writes, :func:`write_json_atomic`;
 * :mod:`.tracks_csv` - point/track CSV files.
 
@@ -19,7 +20,7 @@ message naming the file, the problem and what to do.
 from __future__ import annotations
 
 from .atomic import write_json_atomic
-from .export import overlay, write_indexed_png, write_video
+from .export import overlay, overlay_frames, write_indexed_png, write_video
 from .formats import (
     CLIP_EXTENSIONS,
     FORMATS,
@@ -46,6 +47,7 @@ __all__ = [
     "davis_palette",
     "write_video",
     "overlay",
+    "overlay_frames",
     "to_rgb8",
     "write_json_atomic",
     "FORMATS",

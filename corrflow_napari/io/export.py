@@ -6,6 +6,7 @@ Files are written atomically (:mod:`corrflow_napari.io.atomic`); problems raise
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -156,26 +157,53 @@ def _encode(tmp, frames, size, padded, fps, kwargs, p) -> None:
 
 def _overlay_frame(frame: np.ndarray, lab: np.ndarray, pal: np.ndarray, alpha: float,
                    outline: bool) -> np.ndarray:
-    """One (H,W,3) uint8 frame with its (H,W) labels blended in, as (H,W,3) uint8."""
+    """One (H,W,3) uint8 frame with its (H,W) labels blended in, as (H,W,3) uint8. Only
+    the object pixels are computed (in float32; a 4K frame as float was 100 MB)."""
     lab = np.asarray(lab)
     if lab.shape != frame.shape[:2]:
         raise InputError(f"labels of shape {lab.shape} do not match frames of size "
                          f"{frame.shape[1]}x{frame.shape[0]}; give labels of the video's size")
-    out = frame.astype(np.float32)
+    out = np.array(frame, dtype=np.uint8, order="C")
     obj = lab > 0
-    if obj.any():
-        ids = np.clip(lab, 0, len(pal) - 1).astype(np.intp)
-        col = pal[ids].astype(np.float32)
-        out[obj] = (1.0 - alpha) * out[obj] + alpha * col[obj]
-        if outline:
-            edge = np.zeros_like(obj)
-            edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
-            edge[1:, :] |= lab[1:, :] != lab[:-1, :]
-            edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-            edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-            edge &= obj
-            out[edge] = col[edge]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if not obj.any():
+        return out
+    flat, ids = out.reshape(-1, 3), np.clip(lab, 0, len(pal) - 1).reshape(-1)
+    at = np.flatnonzero(obj)
+    col = pal[ids[at]]
+    flat[at] = np.clip(np.rint((1.0 - alpha) * flat[at].astype(np.float32) + alpha * col),
+                       0, 255).astype(np.uint8)
+    if outline:
+        edge = np.zeros_like(obj)
+        edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
+        edge[1:, :] |= lab[1:, :] != lab[:-1, :]
+        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+        edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+        at = np.flatnonzero(edge & obj)
+        flat[at] = np.clip(np.rint(pal[ids[at]]), 0, 255).astype(np.uint8)
+    return out
+
+
+def overlay_frames(frames, labels, palette=None, alpha: float = 0.5,
+                   outline: bool = True) -> Iterator[np.ndarray]:
+    """:func:`overlay` one frame at a time (for :func:`write_video`: a long 4K clip's
+    overlay never has to fit in memory)."""
+    pal = full_palette(palette).astype(np.float32)
+    if not (0.0 <= float(alpha) <= 1.0):
+        raise InputError(f"overlay alpha must be between 0 and 1, got {alpha}")
+    n_lab = len(labels)
+    n_frames = len(frames) if hasattr(frames, "__len__") else None
+    if n_frames is not None and n_frames != n_lab:
+        raise InputError(f"labels have {n_lab} frames but the video has {n_frames}; give one "
+                         "label image per frame")
+    t = -1
+    for t, f in enumerate(_iter_rgb_frames(frames)):
+        if t >= n_lab:
+            raise InputError(f"labels have {n_lab} frames but the video has more; give one label "
+                             "image per frame")
+        yield _overlay_frame(f, labels[t], pal, float(alpha), outline)
+    if t + 1 != n_lab:
+        raise InputError(f"labels have {n_lab} frames but the video has {t + 1}; give one label "
+                         "image per frame")
 
 
 def overlay(frames, labels, palette=None, alpha: float = 0.5, outline: bool = True) -> np.ndarray:
@@ -186,27 +214,9 @@ def overlay(frames, labels, palette=None, alpha: float = 0.5, outline: bool = Tr
     ``palette``: ``(N, 3)`` colours per id (default DAVIS).  Objects are blended with
     ``alpha`` and, with ``outline``, their boundaries are drawn in full colour.
     """
-    pal = full_palette(palette).astype(np.float32)
-    if not (0.0 <= float(alpha) <= 1.0):
-        raise InputError(f"overlay alpha must be between 0 and 1, got {alpha}")
-    n_lab = len(labels)
-    n_frames = len(frames) if hasattr(frames, "__len__") else None
-    if n_frames is not None and n_frames != n_lab:
-        raise InputError(f"labels have {n_lab} frames but the video has {n_frames}; give one "
-                         "label image per frame")
     out = None
-    t = -1
-    for t, f in enumerate(_iter_rgb_frames(frames)):
-        if t >= n_lab:
-            raise InputError(f"labels have {n_lab} frames but the video has more; give one label "
-                             "image per frame")
-        o = _overlay_frame(f, labels[t], pal, float(alpha), outline)
+    for t, o in enumerate(overlay_frames(frames, labels, palette, alpha, outline)):
         if out is None:
-            out = np.empty((n_frames or n_lab,) + o.shape, np.uint8)
+            out = np.empty((len(labels),) + o.shape, np.uint8)
         out[t] = o
-    if out is None:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    if t + 1 != n_lab:
-        raise InputError(f"labels have {n_lab} frames but the video has {t + 1}; give one label "
-                         "image per frame")
-    return out
+    return np.zeros((0, 0, 0, 3), np.uint8) if out is None else out

@@ -11,6 +11,7 @@ from corrflow_napari.io import (
     davis_palette,
     open_video,
     overlay,
+    overlay_frames,
     read_mask,
     write_indexed_png,
     write_video,
@@ -84,3 +85,27 @@ def test_overlay_lazy_and_colours(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out2[1, 4, 5], [0, 0, 255])
     with pytest.raises(InputError):
         overlay(frames, labels[:2])
+
+
+def test_overlay_frames_one_at_a_time_are_the_blend_of_every_pixel():
+    """Only object pixels are computed: the same as blending the whole frame in float."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    labels = np.zeros((2, 40, 50), np.uint16)
+    labels[:, 5:30, 10:40] = 1
+    labels[:, 20:35, 30:45] = 3
+    labels[1, 0, :] = 2
+    pal = np.array([[0, 0, 0], [200, 10, 10], [10, 200, 10], [10, 10, 200]], np.float32)
+    frames_out = overlay_frames(frames, labels, palette=pal, alpha=0.3)
+    assert not isinstance(frames_out, np.ndarray)                       # lazy
+    for f, lab, got in zip(frames, labels, frames_out):
+        want = f.astype(np.float32)
+        obj = lab > 0
+        want[obj] = 0.7 * want[obj] + 0.3 * pal[lab][obj]
+        edge = np.zeros_like(obj)
+        edge[:-1] |= lab[:-1] != lab[1:]
+        edge[1:] |= lab[1:] != lab[:-1]
+        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+        edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+        want[edge & obj] = pal[lab][edge & obj]
+        np.testing.assert_array_equal(got, np.clip(np.rint(want), 0, 255).astype(np.uint8))
