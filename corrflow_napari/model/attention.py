@@ -202,7 +202,8 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
                       out: torch.Tensor | None = None) -> ReferenceTiles:
     """Tile one reference frame's features ``(B, C, H, W)`` for :func:`attend`.
 
-    ref_valid: optional (B, 1, H, W) 0/1 mask of usable positions.
+    ref_valid: optional (B, 1, H, W) 0/1 mask of usable positions ("negsqdist": folded into
+    the extra channel, logits 1e4 lower, weight exactly 0; "dot": ``invalid``).
     out (without autograd): a tensor of :func:`tiles_size` elements, same dtype and device,
     that the tiles are written into, e.g. those of a reference no longer used. A loop
     that recycles them saves most of the tiling: the blocks are ~9x the features (M = 8,
@@ -220,10 +221,13 @@ def prepare_reference(ref: torch.Tensor, radius: int = 6, metric: str = "dot", t
         raise ValueError("out must be a tensor of tiles_size() elements of the reference's "
                          "dtype and device, without autograd")
     if metric == "negsqdist":       # logit 2<q, r> - |r|^2 as one product: [2q, 1].[r, -|r|^2]
-        ref = torch.cat([ref, -(ref * ref).sum(1, keepdim=True)], 1)
+        extra = -(ref * ref).sum(1, keepdim=True)
+        if ref_valid is not None:   # unusable cells: logits ~_NEG, never among the top-k
+            extra += _NEG * (ref_valid.reshape(b, 1, h, w) <= 0.5).to(ref.dtype)
+        ref = torch.cat([ref, extra], 1)
     tiles = _tiles(ref, tile, radius, hp, wp, out).reshape(-1, ref.shape[1], k2)  # B*nT,C,k2
     invalid = None
-    if ref_valid is not None:
+    if ref_valid is not None and metric != "negsqdist":
         geo = _geometry(h, w, radius, tile, ref.device)
         inside = _tiles(ref_valid.reshape(b, 1, h, w).to(ref.dtype), tile, radius, hp, wp)
         inside = inside.reshape(-1, k2)[:, geo.widx]                            # B*nT,t2,W2
@@ -431,8 +435,7 @@ def restricted_attention(query: torch.Tensor, refs: torch.Tensor, values: torch.
     chunk_tiles: process this many tiles at a time (bounds peak memory at inference).
     Returns (B, V, H, W).
 
-    Equivalent to ``attend(query, [prepare_reference(refs[:, r], ...) for r], values)``;
-    a loop that reuses reference frames should prepare each once and call :func:`attend`.
+    ``attend(query, [prepare_reference(refs[:, r], ...) for r], values)``: prepare once.
     """
     if metric not in ("dot", "negsqdist"):
         raise ValueError(f"unknown metric {metric!r}")

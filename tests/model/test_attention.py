@@ -119,6 +119,30 @@ def test_ref_valid_excludes_positions():
     assert torch.allclose(out[0, 0], torch.full((5, 5), 12.0))
 
 
+@pytest.mark.parametrize("topk", [None, 5])
+def test_unusable_positions_get_no_weight_with_negsqdist(topk):
+    """negsqdist folds ref_valid into its extra channel: the same as leaving the unusable
+    positions out of every window (checked against a dense softmax over usable ones)."""
+    g = torch.Generator().manual_seed(3)
+    h, w, m = 9, 11, 2
+    q, ref, vals = (torch.randn(*s, generator=g, dtype=torch.float64) for s in
+                    ((1, 3, h, w), (1, 1, 3, h, w), (1, 1, 2, h, w)))
+    valid = (torch.rand(1, 1, 1, h, w, generator=g) > 0.4).double()
+    got = restricted_attention(q, ref, vals, radius=m, metric="negsqdist", topk=topk,
+                               temperature=0.5, ref_valid=valid)
+    for y in range(h):
+        for x in range(w):
+            ys, xs = zip(*[(v, u) for v in range(max(0, y - m), min(h, y + m + 1))
+                           for u in range(max(0, x - m), min(w, x + m + 1))
+                           if valid[0, 0, 0, v, u] > 0])
+            r = ref[0, 0][:, ys, xs]
+            logit = -((q[0, :, y, x, None] - r) ** 2).sum(0) + (q[0, :, y, x] ** 2).sum()
+            keep = logit.topk(min(topk or len(ys), len(ys))).indices
+            wts = torch.softmax(logit[keep] / 0.5, 0)
+            want = (vals[0, 0][:, ys, xs][:, keep] * wts).sum(1)
+            torch.testing.assert_close(got[0, :, y, x], want)
+
+
 @pytest.mark.parametrize("topk,per_ref", [(None, False), (6, False), (6, True)])
 def test_skip_empty_matches_computing_every_tile(topk, per_ref):
     """Label probabilities with objects in two small blobs: the tiles that only see
