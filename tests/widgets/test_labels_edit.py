@@ -52,9 +52,31 @@ def test_labels_edit_is_one_undo_step_and_skips_keyframes():
     np.testing.assert_array_equal(after[0], before[0])
     assert (after[1] == 1).all() and (after[3] == 3).all()
     assert detect_keyframes(layer) == [0]               # written frames are not keyframes
-    assert [np.ndim(old) for _, old, _ in edit.atoms] == [0, 2, 0]   # empty: one value
+    assert [np.ndim(old) for _, old, _ in edit.atoms] == [0, 2]   # empty: one value;
+    assert [np.shape(new) for _, _, new in edit.atoms] == [(5, 5), (5, 5)]   # 3: the same
     layer.undo()                                        # ONE undo = the whole run
     np.testing.assert_array_equal(layer.data, before)
+    layer.redo()
+    np.testing.assert_array_equal(layer.data, after)
+
+
+def test_undo_keeps_the_box_around_each_frames_changes():
+    data = np.zeros((3, 40, 50), np.uint16)
+    data[1, 5:9, 5:9] = 2
+    layer = Labels(data.copy())
+    edit = LabelsEdit(layer, keyframes=[0])
+    new1 = data[1].copy()
+    new1[20:30, 10:15] = 7                              # an object appears
+    new2 = np.zeros((40, 50), np.uint16)                # unchanged
+    assert edit.write(1, new1) and edit.write(2, new2)
+    edit.finish()
+    assert edit.n_written == 2 and len(edit.atoms) == 1      # frame 2 did not change
+    index, old, new = edit.atoms[0]
+    assert index == (1, slice(20, 30), slice(10, 15)) and np.ndim(old) == 0
+    assert new.shape == (10, 5)
+    after = layer.data.copy()
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, data)
     layer.redo()
     np.testing.assert_array_equal(layer.data, after)
 
