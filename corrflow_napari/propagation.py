@@ -35,8 +35,9 @@ from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, kept, scaled_size
 from .full_size_labels import full_size_labels
 from .keyframe_masks import check_keyframes
-from .model.attention import ReferenceTiles, TileRecycler, attend, value_table
+from .model.attention import ReferenceTiles, attend, value_table
 from .model.features import FeatureExtractor
+from .model.tile_recycler import TileRecycler
 from .options import option
 from .reference_shift import MAX_MOVED, moved_groups, moved_keyframe, object_shifts
 from .schedule import affected_range, plan_chains, schedule
@@ -238,6 +239,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                 for g in groups]
 
     moved_tiled: dict = {}                # (keyframe, shift, objects) -> (tiles, values)
+    tables: dict = {}                     # values' shape -> value_table, reused
 
     def moved_refs(k: int, shifts: dict) -> list[tuple[list[ReferenceTiles], torch.Tensor]]:
         """Keyframe k moved to where its objects are now (see :mod:`.reference_shift`)."""
@@ -288,7 +290,9 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                         ref_tiles.insert(1, tiles)
                         key_vals.insert(1, mv)
                 ref_vals = torch.stack(key_vals + [v for _, v in recent])[None]
-                table = value_table(ref_vals, settings.radius) if settings.topk else None
+                table = value_table(ref_vals, settings.radius, out=tables.get(ref_vals.shape)
+                                    ) if settings.topk else None
+                tables[ref_vals.shape] = table      # written over by the next frame's
                 vals = sum(g.weight * _attend_oom_safe(       # the groups share one table
                     feat[None, g.start:g.stop], [r[i] for r in ref_tiles], ref_vals,
                     temperature=g.temperature, topk=settings.topk, table=table,

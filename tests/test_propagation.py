@@ -318,18 +318,18 @@ def test_recycled_reference_tiles_change_nothing(lab, monkeypatch):
     """Propagation writes each new reference's tiles over those of one it no longer uses
     (keyframes, recent frames, moved keyframes): the same labels and confidences as with
     every reference tiled into new memory, two keyframes, both sides."""
-    import corrflow_napari.model.attention as attention
+    import corrflow_napari.model.tile_recycler as recycling
     frames, gt = moving_squares(t=14, step=3)
     keys = {0: gt[0], 13: gt[13]}
     recycled = propagate(lab, frames, keys)
     used = []
-    original = attention.prepare_reference
+    original = recycling.prepare_reference
 
     def new_memory(*args, out=None, **kw):
         used.append(out is not None)
         return original(*args, **kw)
 
-    monkeypatch.setattr(attention, "prepare_reference", new_memory)
+    monkeypatch.setattr(recycling, "prepare_reference", new_memory)
     fresh = propagate(lab, frames, keys)
     assert sum(used) > len(used) // 2        # most tiles were offered a released buffer
     np.testing.assert_array_equal(recycled.labels, fresh.labels)

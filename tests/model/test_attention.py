@@ -187,7 +187,8 @@ def test_tiles_written_into_a_released_reference_are_the_same():
     """``prepare_reference(out=)`` / :class:`TileRecycler`: the tiles of a reference no
     longer used are written over by the next one's, which attends exactly as new tiles do;
     a buffer of the wrong size, or with autograd, is refused."""
-    from corrflow_napari.model.attention import TileRecycler, tiles_size
+    from corrflow_napari.model.attention import tiles_size
+    from corrflow_napari.model.tile_recycler import TileRecycler
     g = torch.Generator().manual_seed(3)
     a, b = torch.randn(2, 1, 6, 21, 30, generator=g)
     q = torch.randn(1, 6, 21, 30, generator=g)
@@ -227,3 +228,14 @@ def test_a_shared_value_table_gives_the_same_values():
                                direct_attention(q, refs, vals, 4, topk=7))
     with pytest.raises(ValueError, match="value_table"):
         attend(q, prepared, vals, topk=7, table=value_table(vals[:, :2], 4))
+
+
+def test_a_value_table_written_over_is_the_table_of_the_new_values():
+    from corrflow_napari.model.attention import value_table
+    g = torch.Generator().manual_seed(2)
+    first, second = (torch.rand(1, 3, 4, 11, 13, generator=g) for _ in range(2))
+    with torch.inference_mode():
+        table = value_table(first, 3)
+        again = value_table(second, 3, out=table)
+    assert again.data_ptr() == table.data_ptr()               # no new memory
+    assert torch.equal(again, value_table(second, 3))          # the padding is still zero
