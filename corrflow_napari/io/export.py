@@ -167,10 +167,13 @@ def _overlay_frame(frame: np.ndarray, lab: np.ndarray, pal: np.ndarray, alpha: f
     obj = lab > 0
     if not obj.any():
         return out
-    flat, ids = out.reshape(-1, 3), np.clip(lab, 0, len(pal) - 1).reshape(-1)
+    flat, lab_flat = out.reshape(-1, 3), lab.reshape(-1)
+
+    def colour(at: np.ndarray) -> np.ndarray:       # palette colours of pixels ``at``
+        return pal[np.clip(lab_flat[at], 0, len(pal) - 1)]
+
     at = np.flatnonzero(obj)
-    col = pal[ids[at]]
-    flat[at] = np.clip(np.rint((1.0 - alpha) * flat[at].astype(np.float32) + alpha * col),
+    flat[at] = np.clip(np.rint((1.0 - alpha) * flat[at].astype(np.float32) + alpha * colour(at)),
                        0, 255).astype(np.uint8)
     if outline:
         edge = np.zeros_like(obj)
@@ -179,7 +182,7 @@ def _overlay_frame(frame: np.ndarray, lab: np.ndarray, pal: np.ndarray, alpha: f
         edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
         edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
         at = np.flatnonzero(edge & obj)
-        flat[at] = np.clip(np.rint(pal[ids[at]]), 0, 255).astype(np.uint8)
+        flat[at] = np.clip(np.rint(colour(at)), 0, 255).astype(np.uint8)
     return out
 
 
