@@ -80,6 +80,8 @@ def main() -> None:
                          "CPU is shared)")
     ap.add_argument("--lr", type=float, default=0.0,
                     help="learning rate instead of TrainConfig.finetune's")
+    ap.add_argument("--params", choices=("all", "norm"), default=None,
+                    help="which parameters train (TrainConfig.params; default: its default)")
     ap.add_argument("--average", action="store_true",
                     help="also score the mean of the start and the fine-tuned weights")
     ap.add_argument("--out", type=Path, default=Path("runs/ftdev"))
@@ -109,7 +111,8 @@ def main() -> None:
             base[seq] = jf(model, video, gt)
             write_json_atomic(base_file, base)
         keyframes = {0: gt[0]} if a.mode == "labels" else None
-        config = TrainConfig.finetune(**(dict(lr=a.lr) if a.lr else {}))
+        config = TrainConfig.finetune(**(dict(lr=a.lr) if a.lr else {}),
+                                      **(dict(params=a.params) if a.params else {}))
         t0 = time.perf_counter()
         budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
         res = finetune(model, video, keyframes=keyframes, config=config, **budget)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
 
+PARAM_SETS = ("all", "norm")     # TrainConfig.params
+
 
 @dataclass
 class TrainConfig:
@@ -43,6 +45,8 @@ class TrainConfig:
     cycle_weight: float = 0.1
     prob_eps: float = 1e-6                # probabilities are clamped to >= eps before log
     frozen_bn: bool = False               # BatchNorm in eval mode (used by fine-tuning)
+    params: str = "all"                   # what trains: "all" the encoder's parameters, or
+    #   "norm": only its 1-D ones (normalisation scales and shifts, the output bias)
     seed: int = 0
     save_every: int = 1000                # checkpoint every N steps (and at the end)
     log_every: int = 50                   # log line every N steps
@@ -61,6 +65,9 @@ class TrainConfig:
             raise InputError(f"scale_to must be 'crop' or 'native', not {self.scale_to!r}.")
         if not 0.0 <= self.lab_mix < 1.0:
             raise InputError(f"lab_mix {self.lab_mix} must be in [0, 1).")
+        if self.params not in PARAM_SETS:
+            raise InputError(f"params must be one of {', '.join(PARAM_SETS)}, "
+                             f"not {self.params!r}.")
         if self.interval is not None and self.interval < 1:
             raise InputError(f"frame interval {self.interval} must be >= 1.")
 

@@ -28,7 +28,7 @@ from .data import ClipSampler, fit_centroids, interval_for, step_rngs
 from .finetune_check import ColourForward, ColourRoundTrip, MaskRoundTrip
 from .label_objective import KeyframeSet, LabelTerm, label_loss
 from .loop import _noop, check_out_path
-from .objective import make_optimizer, train_step
+from .objective import make_optimizer, train_step, trained_parameters
 
 HELD_OUT_FRACTION = 0.1    # without labels: the end of the video left out for the check
 
@@ -177,8 +177,9 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     dev = model.device
     ft = copy.deepcopy(model).to(dev)
     ft.weights_path = None
-    for p in ft.parameters():
-        p.requires_grad_(True)
+    trained = {id(p) for p in trained_parameters(ft, config)}
+    for p in ft.parameters():       # frozen weights need no gradient (a faster backward)
+        p.requires_grad_(id(p) in trained)
     sampler, kset, held_out, guard = _plan(frames, keyframes, config, term)
     held_out = held_out if check else None
     guard = guard if held_out is not None else None

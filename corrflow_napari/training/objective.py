@@ -161,6 +161,14 @@ def train_step(model: CorrFlowModel, optimizer: torch.optim.Optimizer,
     return parts
 
 
+def trained_parameters(model: CorrFlowModel, config: TrainConfig) -> list[nn.Parameter]:
+    """The encoder parameters ``config.params`` trains: all of them, or ("norm") only the
+    one-dimensional ones (normalisation layers' scales and shifts, convolution biases)."""
+    params = list(model.encoder.parameters())
+    return params if config.params == "all" else [p for p in params if p.ndim == 1]
+
+
 def make_optimizer(model: CorrFlowModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over the encoder's parameters (the centroids are fitted, not trained)."""
-    return torch.optim.Adam(model.encoder.parameters(), lr=config.lr, betas=config.betas)
+    """Adam over :func:`trained_parameters` (the centroids are fitted, not trained)."""
+    return torch.optim.Adam(trained_parameters(model, config), lr=config.lr,
+                            betas=config.betas)

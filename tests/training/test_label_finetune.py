@@ -262,3 +262,21 @@ def test_no_check_on_a_very_short_video(texture):
     res = finetune(small_model(), frames, iters=1, config=small_config())
     assert res.check_before is None and not res.kept_start and res.check == ""
     assert "no held-out check" in res.summary()
+
+
+def test_norm_params_train_only_the_one_dimensional_weights(texture):
+    """params="norm": the normalisation scales and shifts (and biases) move, the
+    convolution kernels stay exactly as they were, and the label loss still falls."""
+    frames, masks = blob_video(texture)
+    model = small_model(inference=InferenceSettings(metric="negsqdist", temperature=0.05,
+                                                    normalize=True, frame_bn=True))
+    start = {k: v.clone() for k, v in model.encoder.named_parameters()}
+    res = finetune(model, frames, iters=20, keyframes={0: masks[0]}, label_term=TERM,
+                   config=small_config(lr=3e-2, params="norm"), check=False)
+    after = dict(res.model.encoder.named_parameters())
+    moved = {k for k, v in start.items() if not torch.equal(after[k], v)}
+    assert moved and all(start[k].ndim == 1 for k in moved)
+    assert any(k.endswith("weight") for k in moved)          # the BatchNorm scales
+    assert all(torch.equal(after[k], v) for k, v in start.items() if v.ndim > 1)
+    with pytest.raises(InputError, match="params"):
+        TrainConfig.finetune(params="kernels")
