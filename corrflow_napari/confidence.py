@@ -5,8 +5,8 @@ background, channel i object i; each cell sums to about 1) to one value per obje
 [0, 1], higher = more likely right:
 
 * ``soft_iou``: the IoU between the soft map and its own hard mask, a self-estimate of
-  J (1 when the map is crisp, lower when it is blurred, 0 when the object's probability
-  is spread out but wins no cell);
+  J (1 when the map is crisp, lower when it is blurred, 0 when the object wins no cell:
+  its probability is spread out or gone);
 * ``margin`` / ``entropy``: 1 - the mean uncertainty (|2p - 1|; binary entropy) over the
   cells where the object has probability >= 0.1;
 * ``mass``: the object's probability mass over the mass it had on the keyframe(s) it
@@ -94,7 +94,9 @@ def measures(values: torch.Tensor, ref_mass: torch.Tensor, forward: torch.Tensor
     """
     p = values[1:].clamp(0, 1)
     hard = object_cells(values)
-    out = {"soft_iou": _iou(p, hard)}
+    present = hard.flatten(1).any(1)
+    out = {"soft_iou": torch.where(present, _iou(p, hard), torch.zeros_like(present,
+                                                                          dtype=p.dtype))}
     near = (p >= 0.1) | hard
     n_near = near.sum(dim=(1, 2)).clamp_min(1)
     unsure = 1 - (2 * p - 1).abs()

@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="label of this configuration in the rows")
     ap.add_argument("--save", action="store_true",
                     help="keep the fine-tuned weights as OUT/weights/<mode>-<minutes>-SEQ.pt")
+    ap.add_argument("--no-check", action="store_true",
+                    help="train without the held-out check (one run, its J&F scored; with "
+                         "--save, --score-checks gives the checks' verdicts afterwards)")
     ap.add_argument("--no-score-kept", action="store_true",
                     help="do not re-train to score the weights the check rejected")
     ap.add_argument("--score-checks", nargs="+", type=Path, metavar="WEIGHTS",
@@ -115,7 +118,8 @@ def main() -> None:
                                       **(dict(params=a.params) if a.params else {}))
         t0 = time.perf_counter()
         budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
-        res = finetune(model, video, keyframes=keyframes, config=config, **budget)
+        res = finetune(model, video, keyframes=keyframes, config=config,
+                       check=not a.no_check, **budget)
         t_ft = time.perf_counter() - t0
         trained = res.model
         if res.kept_start and not a.no_score_kept:   # score what it learned (not kept)

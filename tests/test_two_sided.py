@@ -109,3 +109,16 @@ def test_bad_fusion_is_an_input_error(lab):
     frames, gt = moving_squares(t=4)
     with pytest.raises(InputError, match="fusion"):
         propagate_labels(lab, frames, {0: gt[0]}, settings=PropagationSettings(fusion="max"))
+
+
+def test_soft_iou_is_zero_for_a_lost_object():
+    """An object that wins no cell (its probability gone, e.g. after ``drop_faint``) is
+    not "crisp": soft_iou 0, like the spread-out case, while a crisp object scores 1."""
+    import torch
+
+    from corrflow_napari.confidence import measures
+    v = torch.zeros(3, 4, 4)
+    v[0] = 1.0
+    v[1, :2, :2], v[0, :2, :2] = 1.0, 0.0        # object 1: crisp, 4 cells
+    got = measures(v, torch.tensor([4.0, 4.0]))  # object 2: no probability anywhere
+    assert got["soft_iou"].tolist() == [1.0, 0.0]

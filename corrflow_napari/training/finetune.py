@@ -3,7 +3,7 @@ a :class:`FinetuneResult`.
 
 The objective is the paper's colour reconstruction on the clip plus, when the user has
 painted keyframes, the label term (:mod:`.label_objective`). A held-out check
-(:mod:`.finetune_check`) and a forward colour guard are measured before and after; when
+(:mod:`.finetune_check`) and a guard are measured before and after; when
 the check does not improve or the guard gets worse, the starting weights are kept and the
 result says so (``kept_start``).
 """
@@ -25,7 +25,12 @@ from ..model.checkpoint import save_checkpoint
 from ..model.features import CorrFlowModel
 from .config import TrainConfig, p_at
 from .data import ClipSampler, fit_centroids, interval_for, step_rngs
-from .finetune_check import ColourForward, ColourRoundTrip, MaskRoundTrip
+from .finetune_check import (
+    ColourForward,
+    ColourRoundTrip,
+    MaskRoundTrip,
+    PropagationCrispness,
+)
 from .label_objective import KeyframeSet, LabelTerm, label_loss
 from .loop import _noop, check_out_path
 from .objective import make_optimizer, train_step, trained_parameters
@@ -45,8 +50,9 @@ class FinetuneResult:
         "cancelled". path: the checkpoint written (resolved), or None.
     check: what the held-out check measures ("" when there was none); check_before /
         check_after: its score (0..1, higher is better) for the starting and the
-        fine-tuned weights. guard / guard_before / guard_after: the same for the forward
-        colour check (:class:`~.finetune_check.ColourForward`), which must not get worse.
+        fine-tuned weights. guard / guard_before / guard_after: the same for the guard,
+        which must not get worse (:class:`~.finetune_check.PropagationCrispness` with
+        keyframes, else :class:`~.finetune_check.ColourForward`).
         kept_start: True when the check did not improve or the guard got worse, so the
         starting weights were kept (and saved to ``path``).
     labelled: the keyframes the label term used (sorted frame indices; [] = colour only).
@@ -80,10 +86,10 @@ class FinetuneResult:
             return (f"the held-out check did not improve ({scores}): kept the starting "
                     "weights")
         if self.kept_start:
-            return (f"the held-out check improved ({scores}) but colours predicted forward "
-                    f"got worse ({guard}): kept the starting weights")
+            return (f"the held-out check improved ({scores}) but the guard got worse "
+                    f"({guard}, {self.guard}): kept the starting weights")
         return (f"the held-out check improved ({scores}"
-                + (f"; forward colours {guard}" if guard else "")
+                + (f"; guard {guard}" if guard else "")
                 + "): kept the fine-tuned weights")
 
 
@@ -106,15 +112,15 @@ class _Head:
 def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
     """(colour clip sampler, KeyframeSet or None, held-out check or None, guard or None).
 
-    The guard (:class:`ColourForward`) predicts colours forward on frames the colour
-    term never trains on (the label term trains no colours; without labels: the held-out
-    end of the video)."""
+    The guard: with keyframes the crispness of their propagation through the video
+    (:class:`PropagationCrispness`); without, colours predicted forward inside the
+    held-out end of the video (:class:`ColourForward`)."""
     n = len(frames)
     step = min(interval_for(getattr(frames, "fps", None), config), max(1, (n - 1) // 2))
     if keyframes:
         check = MaskRoundTrip(frames, keyframes, step)
         kset = KeyframeSet(frames, keyframes, term, held_out=check.frames_used)
-        guard = ColourForward(frames, step)
+        guard = PropagationCrispness(frames, keyframes)
         return ClipSampler([frames], config), kset, check or None, guard or None
     hold = max(3, math.ceil(HELD_OUT_FRACTION * n))
     if n - hold >= 3:

@@ -14,9 +14,16 @@ from corrflow_napari.model import read_checkpoint
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.model.inference_settings import InferenceSettings
+from corrflow_napari.propagation import propagate
 from corrflow_napari.training import TrainConfig, finetune, step_rngs
 from corrflow_napari.training.finetune import FinetuneResult, _Head
-from corrflow_napari.training.finetune_check import ColourForward, ColourRoundTrip, MaskRoundTrip
+from corrflow_napari.training.finetune_check import (
+    ColourForward,
+    ColourRoundTrip,
+    FrameSubset,
+    MaskRoundTrip,
+    PropagationCrispness,
+)
 from corrflow_napari.training.label_objective import (
     KeyframeSet,
     LabelTerm,
@@ -217,20 +224,22 @@ def test_forward_colour_guard_scores_prediction_not_round_trips(texture):
 
 
 def test_guard_getting_worse_keeps_the_starting_weights(texture, monkeypatch):
-    """The mask round trip improves but colours predicted forward get worse (what label
-    fine-tuning did on fast dev sequences): the starting weights are kept, and said so."""
+    """The mask round trip improves but the propagated masks get blurrier (what label
+    fine-tuning did on dev sequences whose J&F fell): the starting weights are kept, and
+    said so."""
     frames, masks = blob_video(texture)
     ft_module = importlib.import_module("corrflow_napari.training.finetune")
     mask_scores, guard_scores = iter([0.5, 0.6]), iter([0.8, 0.7])
     monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(mask_scores))
-    monkeypatch.setattr(ft_module.ColourForward, "score", lambda self, m: next(guard_scores))
+    monkeypatch.setattr(ft_module.PropagationCrispness, "score",
+                        lambda self, m: next(guard_scores))
     model = small_model()
     start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     res = finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
                    config=small_config(lr=1e-2))
     assert (res.check_before, res.check_after) == (0.5, 0.6)
-    assert (res.guard_before, res.guard_after) == (0.8, 0.7) and res.guard.startswith("colours")
-    assert res.kept_start and "forward got worse (0.800 -> 0.700)" in res.summary()
+    assert (res.guard_before, res.guard_after) == (0.8, 0.7) and "crispness" in res.guard
+    assert res.kept_start and "guard got worse (0.800 -> 0.700" in res.summary()
     for k, v in res.model.encoder.state_dict().items():
         assert torch.equal(v, start[k]), k
 
@@ -280,3 +289,24 @@ def test_norm_params_train_only_the_one_dimensional_weights(texture):
     assert all(torch.equal(after[k], v) for k, v in start.items() if v.ndim > 1)
     with pytest.raises(InputError, match="params"):
         TrainConfig.finetune(params="kernels")
+
+
+def test_crispness_guard_propagates_the_keyframes_and_falls_when_masks_blur(texture):
+    """The guard propagates the painted frame through (a subset of) the video as the user
+    will and scores the mean soft IoU of the propagated frames: a softer attention (a
+    high temperature) blurs the masks and scores lower."""
+    frames, masks = blob_video(texture, t=12)
+    guard = PropagationCrispness(frames, {4: masks[4]}, max_frames=5)
+    assert guard.frames.times == [0, 3, 4, 6, 9] and guard.keyframes.keys() == {2}
+    assert isinstance(guard.frames, FrameSubset) and guard.frames.shape == (5, 64, 96, 3)
+    assert np.array_equal(guard.frames[2], frames[4])
+
+    def model(temperature):
+        return small_model(inference=InferenceSettings(
+            metric="negsqdist", temperature=temperature, normalize=True)).eval()
+
+    sharp = guard.score(model(0.01))
+    res = propagate(model(0.01), frames[[0, 3, 4, 6, 9]], {2: masks[4]})
+    assert sharp == pytest.approx(np.mean(res.measures["soft_iou"][[0, 1, 3, 4]]))
+    assert 0 < sharp <= 1 and guard.score(model(10.0)) < sharp - 0.03
+    assert not PropagationCrispness(frames[:1], {0: masks[0]})   # nothing to propagate to
