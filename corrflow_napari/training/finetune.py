@@ -88,9 +88,9 @@ class FinetuneResult:
         if self.kept_start:
             return (f"the held-out check improved ({scores}) but the guard got worse "
                     f"({guard}, {self.guard}): kept the starting weights")
-        return (f"the held-out check improved ({scores}"
-                + (f"; guard {guard}" if guard else "")
-                + "): kept the fine-tuned weights")
+        return (f"the held-out check improved ({scores})"
+                + (f" and the guard did not get worse ({guard}, {self.guard})" if guard
+                   else "") + ": kept the fine-tuned weights")
 
 
 class _Head:

@@ -310,3 +310,19 @@ def test_crispness_guard_propagates_the_keyframes_and_falls_when_masks_blur(text
     assert sharp == pytest.approx(np.mean(res.measures["soft_iou"][[0, 1, 3, 4]]))
     assert 0 < sharp <= 1 and guard.score(model(10.0)) < sharp - 0.03
     assert not PropagationCrispness(frames[:1], {0: masks[0]})   # nothing to propagate to
+
+
+def test_check_and_guard_both_pass_keeps_the_fine_tuned_weights(texture, monkeypatch):
+    frames, masks = blob_video(texture)
+    ft_module = importlib.import_module("corrflow_napari.training.finetune")
+    mask_scores, guard_scores = iter([0.5, 0.6]), iter([0.7, 0.8])
+    monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(mask_scores))
+    monkeypatch.setattr(ft_module.PropagationCrispness, "score",
+                        lambda self, m: next(guard_scores))
+    model = small_model()
+    res = finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
+                   config=small_config(lr=1e-2))
+    assert not res.kept_start
+    assert "guard did not get worse (0.700 -> 0.800, painted masks propagated" in res.summary()
+    assert any(not torch.equal(a, b) for a, b in zip(res.model.encoder.parameters(),
+                                                     model.encoder.parameters()))
