@@ -223,20 +223,25 @@ def test_forward_colour_guard_scores_prediction_not_round_trips(texture):
     assert ColourForward(still, step=1).score(good) > s
 
 
+def finetune_scored(texture, monkeypatch, model, check_scores, guard_scores):
+    """Label-aware fine-tuning of ``model`` for 2 steps with the round trip and the guard
+    made to return the given (before, after) scores."""
+    frames, masks = blob_video(texture)
+    ft_module = importlib.import_module("corrflow_napari.training.finetune")
+    checks, guards = iter(check_scores), iter(guard_scores)
+    monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(checks))
+    monkeypatch.setattr(ft_module.PropagationCrispness, "score", lambda self, m: next(guards))
+    return finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
+                    config=small_config(lr=1e-2))
+
+
 def test_guard_getting_worse_keeps_the_starting_weights(texture, monkeypatch):
     """The mask round trip improves but the propagated masks get blurrier (what label
     fine-tuning did on dev sequences whose J&F fell): the starting weights are kept, and
     said so."""
-    frames, masks = blob_video(texture)
-    ft_module = importlib.import_module("corrflow_napari.training.finetune")
-    mask_scores, guard_scores = iter([0.5, 0.6]), iter([0.8, 0.7])
-    monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(mask_scores))
-    monkeypatch.setattr(ft_module.PropagationCrispness, "score",
-                        lambda self, m: next(guard_scores))
     model = small_model()
     start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    res = finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
-                   config=small_config(lr=1e-2))
+    res = finetune_scored(texture, monkeypatch, model, [0.5, 0.6], [0.8, 0.7])
     assert (res.check_before, res.check_after) == (0.5, 0.6)
     assert (res.guard_before, res.guard_after) == (0.8, 0.7) and "crispness" in res.guard
     assert res.kept_start and "guard got worse (0.800 -> 0.700" in res.summary()
@@ -313,15 +318,8 @@ def test_crispness_guard_propagates_the_keyframes_and_falls_when_masks_blur(text
 
 
 def test_check_and_guard_both_pass_keeps_the_fine_tuned_weights(texture, monkeypatch):
-    frames, masks = blob_video(texture)
-    ft_module = importlib.import_module("corrflow_napari.training.finetune")
-    mask_scores, guard_scores = iter([0.5, 0.6]), iter([0.7, 0.8])
-    monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(mask_scores))
-    monkeypatch.setattr(ft_module.PropagationCrispness, "score",
-                        lambda self, m: next(guard_scores))
     model = small_model()
-    res = finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
-                   config=small_config(lr=1e-2))
+    res = finetune_scored(texture, monkeypatch, model, [0.5, 0.6], [0.7, 0.8])
     assert not res.kept_start
     assert "guard did not get worse (0.700 -> 0.800, painted masks propagated" in res.summary()
     assert any(not torch.equal(a, b) for a, b in zip(res.model.encoder.parameters(),
