@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.frame_subset import FrameSubset
 from .badja_data import (
     ALPHAS,
     NATIVE_HW,
@@ -79,22 +80,6 @@ def score_badja(pred: np.ndarray, seq: BadjaSequence, areas: np.ndarray,
     return out
 
 
-class _FrameRange:
-    """Frames ``start .. stop-1`` of a lazy video, as a lazy (T, H, W, 3) array."""
-
-    def __init__(self, video, start: int, stop: int):
-        self.video, self.start, self.stop = video, start, stop
-        self.shape = (stop - start,) + tuple(video.shape[1:])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, t: int) -> np.ndarray:
-        if not 0 <= t < len(self):
-            raise IndexError(t)
-        return np.asarray(self.video[self.start + t])
-
-
 def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
                             static: bool = False, use_mask: bool = False,
                             max_frames: int | None = None,
@@ -131,7 +116,7 @@ def evaluate_badja_sequence(model, davis_root, badja_json, *, settings=None,
     first = to_frame_pixels(seq.joints[0, ids], (h, w))
     first[:, 0] = first[:, 0].clip(0, h - 1)
     first[:, 1] = first[:, 1].clip(0, w - 1)
-    frames = _FrameRange(video, start, stop)
+    frames = FrameSubset(video, range(start, stop))
     t0 = time.perf_counter()
     if static:
         positions = np.repeat(first[None], len(frames), axis=0)

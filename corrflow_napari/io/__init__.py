@@ -8,6 +8,7 @@ A video in memory is ``(T, H, W, 3) uint8`` RGB.  Modules, one concept each:
   of one frame source per format (:mod:`.source`, :mod:`.ffmpeg_source`,
   :mod:`.gif_source`, :mod:`.image_sources`, :mod:`.tiff_source`);
 * :mod:`.frames` - :func:`to_rgb8`, any frame to ``(H, W, 3) uint8``;
+* :mod:`.frame_subset` - :class:`FrameSubset`, some frames of a video as a lazy video;
 * :mod:`.palette`, :mod:`.masks` - label colours and :func:`read_mask`;
 * :mod:`.export` - :func:`write_indexed_png`, :func:`write_video`, :func:`overlay`,
   :func:`overlay_frames`;

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.frame_subset import FrameSubset
 from ..model.checkpoint import save_checkpoint
 from ..model.features import CorrFlowModel
 from .config import TrainConfig, p_at
@@ -93,22 +94,6 @@ class FinetuneResult:
                    else "") + ": kept the fine-tuned weights")
 
 
-class _Head:
-    """The first ``n`` frames of a video (the rest is held out of training)."""
-
-    def __init__(self, video, n: int):
-        self.video, self.n = video, n
-        self.fps = getattr(video, "fps", None)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, t):
-        if not 0 <= t < self.n:
-            raise IndexError(t)
-        return self.video[t]
-
-
 def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
     """(colour clip sampler, KeyframeSet or None, held-out check or None, guard or None).
 
@@ -126,8 +111,8 @@ def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
     if n - hold >= 3:
         check = ColourRoundTrip(frames, list(range(n - hold, n)), step)
         guard = ColourForward(frames, step, span=(n - hold, n - 1))
-        return (ClipSampler([_Head(frames, n - hold)], config), None, check or None,
-                guard or None)
+        return (ClipSampler([FrameSubset(frames, range(n - hold))], config), None,
+                check or None, guard or None)
     return ClipSampler([frames], config), None, None, None
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.frame_subset import FrameSubset
 from ..model.colour import quantise_ab, rgb_to_lab
 from ..model.features import CorrFlowModel, frames_to_tensor
 from ..propagation import (
@@ -211,20 +212,6 @@ class ColourForward:
                                        self.settings.radius, self.settings.topk)[0]
             out.append(float(torch.minimum(pred, vb).sum(0).mean()))
         return float(np.mean(out))
-
-
-class FrameSubset:
-    """Some frames of a video, in order, as a video ((T, H, W, 3) shape, indexing)."""
-
-    def __init__(self, video, times: list[int]):
-        self.video, self.times = video, list(times)
-        self.shape = (len(self.times),) + tuple(video.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def __getitem__(self, i):
-        return self.video[self.times[i]]
 
 
 class PropagationCrispness:

@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from corrflow_napari.errors import InputError
+from corrflow_napari.io.frame_subset import FrameSubset
 from corrflow_napari.model import read_checkpoint
 from corrflow_napari.model.encoder import EncoderConfig
 from corrflow_napari.model.features import CorrFlowModel
 from corrflow_napari.model.inference_settings import InferenceSettings
 from corrflow_napari.propagation import propagate
 from corrflow_napari.training import TrainConfig, finetune, step_rngs
-from corrflow_napari.training.finetune import FinetuneResult, _Head
+from corrflow_napari.training.finetune import FinetuneResult
 from corrflow_napari.training.finetune_check import (
     ColourForward,
     ColourRoundTrip,
-    FrameSubset,
     MaskRoundTrip,
     PropagationCrispness,
 )
@@ -251,7 +251,7 @@ def test_guard_getting_worse_keeps_the_starting_weights(texture, monkeypatch):
 
 def test_colour_only_holds_the_end_of_the_video_out(texture, monkeypatch):
     frames, _ = blob_video(texture, t=30)
-    head = _Head(frames, 27)
+    head = FrameSubset(frames, range(27))
     assert len(head) == 27 and head[26] is not None
     with pytest.raises(IndexError):
         head[27]
