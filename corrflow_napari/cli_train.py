@@ -145,8 +145,7 @@ def cmd_finetune(args: argparse.Namespace, cancel: threading.Event | None = None
                    progress=ProgressBar("fine-tune", unit="step"), cancel=cancel,
                    out=args.out, log=say, keyframes=keyframes,
                    check=not getattr(args, "no_check", False))
-    learned = (f"the painted masks of frame(s) {', '.join(map(str, res.labelled))}"
-               if res.labelled else "colours only")
+    learned = res.learned()
     rate = f", {res.seconds_per_step:.2f} s/step" if res.seconds_per_step else ""
     if res.path is None:
         say(f"fine-tuned {res.steps} steps ({learned}); nothing saved")

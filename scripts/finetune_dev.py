@@ -62,8 +62,7 @@ def score_checks(root: Path, weights: list[Path]) -> None:
         seq = w.stem.split("-", 2)[2]
         gt, _ = load_annotations(root, seq)
         video = open_video(frame_folder(root, seq))
-        _, _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune(),
-                                   LabelTerm())
+        _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune())
         base, ft = load_model(None, device="cpu"), load_model(w, device="cpu")
         print(json.dumps(dict(seq=seq, check=[check.score(base), check.score(ft)],
                               guard=[guard.score(base), guard.score(ft)])), flush=True)
@@ -84,6 +83,12 @@ def main() -> None:
                     help="which parameters train (TrainConfig.params; default: its default)")
     ap.add_argument("--average", action="store_true",
                     help="also score the mean of the start and the fine-tuned weights")
+    ap.add_argument("--painted", default="0",
+                    help="painted frames as fractions of the video, e.g. 0,0.25,0.5,0.75 "
+                         "(their ground truth; J&F still propagates frame 0's mask only)")
+    ap.add_argument("--pseudo", type=int, default=None,
+                    help="pseudo-keyframes (LabelTerm.pseudo_keyframes; default: its "
+                         "default; 0: the painted frames only)")
     ap.add_argument("--out", type=Path, default=Path("runs/ftdev"))
     ap.add_argument("--tag", default="", help="label of this configuration in the rows")
     ap.add_argument("--save", action="store_true",
@@ -113,17 +118,21 @@ def main() -> None:
             print(f"{seq}: scoring the shipped weights", flush=True)
             base[seq] = jf(model, video, gt)
             write_json_atomic(base_file, base)
-        keyframes = {0: gt[0]} if a.mode == "labels" else None
+        painted = sorted({min(len(gt) - 1, round(float(f) * (len(gt) - 1)))
+                          for f in a.painted.split(",")})
+        keyframes = {t: gt[t] for t in painted} if a.mode == "labels" else None
         config = TrainConfig.finetune(**(dict(lr=a.lr) if a.lr else {}),
                                       **(dict(params=a.params) if a.params else {}))
         t0 = time.perf_counter()
         budget = dict(iters=a.steps) if a.steps else dict(minutes=a.minutes)
-        res = finetune(model, video, keyframes=keyframes, config=config,
+        term = LabelTerm(**({} if a.pseudo is None else dict(pseudo_keyframes=a.pseudo)))
+        res = finetune(model, video, keyframes=keyframes, config=config, label_term=term,
                        check=not a.no_check, **budget)
         t_ft = time.perf_counter() - t0
         trained = res.model
         if res.kept_start and not a.no_score_kept:   # score what it learned (not kept)
             trained = finetune(model, video, iters=res.steps, keyframes=keyframes,
+                               label_term=term,
                                config=config, check=False).model
         if a.save:
             (a.out / "weights").mkdir(exist_ok=True)
@@ -134,6 +143,7 @@ def main() -> None:
             ft = jf(trained, video, gt)
         b = base[seq]["JF"]
         row = dict(tag=a.tag, seq=seq, mode=a.mode, minutes=a.minutes, steps=res.steps,
+                   pseudo=res.pseudo,
                    s_per_step=res.seconds_per_step, wall_s=t_ft, base=b, ft=ft["JF"],
                    ft_J=ft["J"], ft_F=ft["F"], delta_ft=ft["JF"] - b,
                    check=res.check, check_before=res.check_before,

@@ -35,6 +35,7 @@ from .finetune_check import (
 from .label_objective import KeyframeSet, LabelTerm, label_loss
 from .loop import _noop, check_out_path
 from .objective import make_optimizer, train_step, trained_parameters
+from .pseudo_keyframes import pseudo_keyframes
 
 HELD_OUT_FRACTION = 0.1    # without labels: the end of the video left out for the check
 
@@ -56,7 +57,9 @@ class FinetuneResult:
         keyframes, else :class:`~.finetune_check.ColourForward`).
         kept_start: True when the check did not improve or the guard got worse, so the
         starting weights were kept (and saved to ``path``).
-    labelled: the keyframes the label term used (sorted frame indices; [] = colour only).
+    labelled: the painted keyframes the label term used (sorted frame indices; [] = colour
+        only). pseudo: the frames it also trained on as if painted, their labels
+        propagated by the starting weights (:mod:`.pseudo_keyframes`).
     seconds_per_step: the measured mean time of one step (None when no step ran).
     """
 
@@ -71,10 +74,20 @@ class FinetuneResult:
     check_after: float | None = None
     kept_start: bool = False
     labelled: list = field(default_factory=list)
+    pseudo: list = field(default_factory=list)
     guard: str = ""
     guard_before: float | None = None
     guard_after: float | None = None
     seconds_per_step: float | None = None
+
+    def learned(self) -> str:
+        """What the run learned from, for the user."""
+        if not self.labelled:
+            return "colours only"
+        frames = ", ".join(map(str, self.labelled))
+        extra = (f" and {len(self.pseudo)} frames propagated from them "
+                 f"({', '.join(map(str, self.pseudo))})" if self.pseudo else "")
+        return f"the painted masks of frame(s) {frames}{extra}"
 
     def summary(self) -> str:
         """One line for the user: what was kept and why."""
@@ -94,26 +107,26 @@ class FinetuneResult:
                    else "") + ": kept the fine-tuned weights")
 
 
-def _plan(frames, keyframes, config: TrainConfig, term: LabelTerm):
-    """(colour clip sampler, KeyframeSet or None, held-out check or None, guard or None).
+def _plan(frames, keyframes, config: TrainConfig):
+    """(colour clip sampler, held-out check or None, guard or None).
 
     The guard: with keyframes the crispness of their propagation through the video
-    (:class:`PropagationCrispness`); without, colours predicted forward inside the
-    held-out end of the video (:class:`ColourForward`)."""
+    (:class:`PropagationCrispness`, also the source of the pseudo-keyframes); without,
+    colours predicted forward inside the held-out end of the video
+    (:class:`ColourForward`)."""
     n = len(frames)
     step = min(interval_for(getattr(frames, "fps", None), config), max(1, (n - 1) // 2))
     if keyframes:
         check = MaskRoundTrip(frames, keyframes, step)
-        kset = KeyframeSet(frames, keyframes, term, held_out=check.frames_used)
         guard = PropagationCrispness(frames, keyframes)
-        return ClipSampler([frames], config), kset, check or None, guard or None
+        return ClipSampler([frames], config), check or None, guard or None
     hold = max(3, math.ceil(HELD_OUT_FRACTION * n))
     if n - hold >= 3:
         check = ColourRoundTrip(frames, list(range(n - hold, n)), step)
         guard = ColourForward(frames, step, span=(n - hold, n - 1))
-        return (ClipSampler([FrameSubset(frames, range(n - hold))], config), None,
+        return (ClipSampler([FrameSubset(frames, range(n - hold))], config),
                 check or None, guard or None)
-    return ClipSampler([frames], config), None, None, None
+    return ClipSampler([frames], config), None, None
 
 
 def finetune(model: CorrFlowModel, frames, iters: int | None = None,
@@ -171,7 +184,18 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     trained = {id(p) for p in trained_parameters(ft, config)}
     for p in ft.parameters():       # frozen weights need no gradient (a faster backward)
         p.requires_grad_(id(p) in trained)
-    sampler, kset, held_out, guard = _plan(frames, keyframes, config, term)
+    sampler, held_out, guard = _plan(frames, keyframes, config)
+    kset, pseudo, seen = None, {}, None
+    if keyframes:
+        if term.pseudo_keyframes and guard is not None:
+            ft.eval()
+            seen = guard.propagate(ft)
+            skip = set(keyframes) | (held_out.frames_used if held_out is not None else set())
+            pseudo = pseudo_keyframes(seen, term.pseudo_keyframes, len(frames), skip)
+            guard.excluded = set(pseudo)
+            log(f"pseudo-keyframes (propagated, confident): {sorted(pseudo) or 'none'}")
+        kset = KeyframeSet(frames, {**keyframes, **pseudo}, term,
+                           held_out=held_out.frames_used if held_out is not None else ())
     held_out = held_out if check else None
     guard = guard if held_out is not None else None
     n_colour = config.batch if kset is None or term.colour_batch is None else term.colour_batch
@@ -184,7 +208,7 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
         before = held_out.score(ft)
         log(f"held-out check before fine-tuning: {before:.4f} ({held_out.name})")
         if guard is not None:
-            g_before = guard.score(ft)
+            g_before = guard.score(ft) if seen is None else guard.crispness(seen)
             log(f"guard before fine-tuning: {g_before:.4f} ({guard.name})")
     t_check = time.perf_counter() - t_start     # the check after costs about as much
     optimizer = make_optimizer(ft, config)
@@ -275,7 +299,8 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     return FinetuneResult(ft, step, losses, best_mean, stopped, ft.weights_path,
                           check=held_out.name if held_out else "", check_before=before,
                           check_after=after, kept_start=kept_start,
-                          labelled=list(kset.times) if kset is not None else [],
+                          labelled=sorted(keyframes) if kset is not None else [],
+                          pseudo=sorted(pseudo),
                           seconds_per_step=per_step, guard=guard.name if guard else "",
                           guard_before=g_before, guard_after=g_after)
 

@@ -49,6 +49,7 @@ from ..propagation import (
 )
 from ..working_resolution import working_scale
 from .label_objective import LabelTerm, attend_as_inference, round_trip
+from .pseudo_keyframes import PropagatedFrames
 
 MAX_KEYFRAMES = 3     # keyframes the mask check uses (the first ones)
 MAX_PROPAGATED = 60   # frames the crispness guard propagates through (evenly spaced)
@@ -217,26 +218,47 @@ class ColourForward:
 class PropagationCrispness:
     """The painted keyframes propagated through the video (the default settings, at most
     ``max_frames`` frames: every s-th frame and the keyframes), scored by the mean
-    ``soft_iou`` of the propagated frames (see the module docstring)."""
+    ``soft_iou`` of the propagated frames (see the module docstring); ``excluded`` frames
+    (the pseudo-keyframes fine-tuning trains on) are left out of the mean."""
 
     name = "painted masks propagated through the video (crispness)"
 
     def __init__(self, frames, keyframes: dict, settings: PropagationSettings | None = None,
                  max_frames: int = MAX_PROPAGATED):
-        n = len(frames)
+        n, h, w = len(frames), int(frames.shape[1]), int(frames.shape[2])
         stride = max(1, math.ceil(n / max(2, max_frames)))
-        times = sorted(set(range(0, n, stride)) | {int(t) for t in keyframes})
-        self.frames = FrameSubset(frames, times)
-        self.keyframes = {times.index(int(t)): np.asarray(m) for t, m in keyframes.items()}
+        self.times = sorted(set(range(0, n, stride)) | {int(t) for t in keyframes})
+        self.frames = FrameSubset(frames, self.times)
+        self.keyframes = {self.times.index(int(t)): np.asarray(m)
+                          for t, m in keyframes.items()}
         self.settings = settings
+        self.full_hw = (h, w)
+        scale, _ = working_scale(settings or PropagationSettings(), h, w, keyframes)
+        self.label_size = scaled_size(h, w, scale)
+        self.excluded: set[int] = set()
 
     def __bool__(self) -> bool:
         return len(self.frames) > len(self.keyframes)
 
     @torch.no_grad()
+    def propagate(self, model: CorrFlowModel) -> PropagatedFrames:
+        """The propagation the score is taken from, with each frame's labels at the working
+        resolution (for :mod:`.pseudo_keyframes`) and its measures."""
+        labels: dict[int, np.ndarray] = {}
+
+        def keep(i: int, lab: np.ndarray) -> None:
+            labels[self.times[i]] = resize_nearest(lab, self.label_size)
+
+        res = propagate(model, self.frames, self.keyframes, settings=self.settings,
+                        keep_labels=False, on_frame=keep)
+        return PropagatedFrames(self.times, res.confidence, self.full_hw, labels,
+                                soft_iou=res.measures["soft_iou"])
+
+    def crispness(self, seen: PropagatedFrames) -> float:
+        """Mean soft IoU of the propagated frames that are neither keyframes nor excluded."""
+        skip = set(self.keyframes) | {i for i, t in enumerate(self.times) if t in self.excluded}
+        return float(np.nanmean(np.delete(seen.soft_iou, sorted(skip))))
+
     def score(self, model: CorrFlowModel) -> float:
         """Mean soft IoU of the propagated (non-key) frames' masks with their own argmax."""
-        res = propagate(model, self.frames, self.keyframes, settings=self.settings,
-                        keep_labels=False)
-        crisp = np.delete(res.measures["soft_iou"], list(self.keyframes))
-        return float(np.nanmean(crisp))
+        return self.crispness(self.propagate(model))

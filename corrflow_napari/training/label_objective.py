@@ -56,6 +56,7 @@ class LabelTerm:
     cycle_batch: int = 2                 # mask cycles through real frames per step
     cycle_weight: float = 1.0            # cycle loss weight (the pairs have weight 1)
     cycle_span: int = 12                 # cycles visit frames at most this far from a keyframe
+    pseudo_keyframes: int = 3            # confident propagated frames trained on as if painted
     crop: int = 128                      # square crop (multiple of 4), working-res pixels
     zoom: tuple[float, float] = (0.8, 1.25)  # log-uniform zoom of the reference crop
     max_shift: float = 8.0               # copies: target vs reference shift (crop pixels) ...

@@ -136,7 +136,7 @@ def _finetune(job: FinetuneJob, task) -> dict:
                       label_term=job.label_term, log=task.send)
     return {"steps": result.steps, "loss": result.best_loss, "summary": result.summary(),
             "saved": result.path is not None and job.out.exists(),
-            "kept_start": result.kept_start, "labelled": result.labelled,
+            "kept_start": result.kept_start, "learned": result.learned(),
             "per_step": result.seconds_per_step}
 
 
@@ -391,7 +391,8 @@ class FinetuneWidget(RunsInBackground, QWidget):
         self.output = out
         rate = f" ({value['per_step']:.2g} s/step)" if value["per_step"] else ""
         head = ("Stopped. " if outcome.status == "cancelled" else "Done. ") + \
-            f"{value['steps']} steps{rate}; {value['summary']}"
+            f"{value['steps']} steps{rate}, learning from {value['learned']}; " \
+            f"{value['summary']}"
         if value["kept_start"]:
             self.use_btn.setEnabled(False)
             self.status.setText(f"{head}. They are saved unchanged to {out}; propagation "

@@ -31,6 +31,11 @@ from corrflow_napari.training.label_objective import (
     label_loss,
     round_trip,
 )
+from corrflow_napari.training.pseudo_keyframes import (
+    PropagatedFrames,
+    choose_frames,
+    pseudo_keyframes,
+)
 
 SHIPPED_LIKE = InferenceSettings(metric="negsqdist", temperature=0.05, normalize=True,
                                  lab_weight=3.0, frame_bn=True, lab_mix=0.5)
@@ -168,7 +173,8 @@ def test_label_loss_falls_on_a_synthetic_clip(texture):
             return float(np.mean([label_loss(m, ks, *step_rngs(123, 0, i))[0]
                                   for i in range(3)]))
 
-    res = finetune(model, frames, iters=60, keyframes={0: masks[0]}, label_term=TERM,
+    painted_only = dataclasses.replace(TERM, pseudo_keyframes=0)   # the samples above
+    res = finetune(model, frames, iters=60, keyframes={0: masks[0]}, label_term=painted_only,
                    config=small_config(lr=3e-3), check=False)
     assert res.labelled == [0] and res.steps == 60 and not res.kept_start
     assert loss_of(res.model) < 0.7 * loss_of(model)
@@ -230,7 +236,8 @@ def finetune_scored(texture, monkeypatch, model, check_scores, guard_scores):
     ft_module = importlib.import_module("corrflow_napari.training.finetune")
     checks, guards = iter(check_scores), iter(guard_scores)
     monkeypatch.setattr(ft_module.MaskRoundTrip, "score", lambda self, m: next(checks))
-    monkeypatch.setattr(ft_module.PropagationCrispness, "score", lambda self, m: next(guards))
+    monkeypatch.setattr(ft_module.PropagationCrispness, "crispness",
+                        lambda self, seen: next(guards))
     return finetune(model, frames, iters=2, keyframes={0: masks[0]}, label_term=TERM,
                     config=small_config(lr=1e-2))
 
@@ -324,3 +331,47 @@ def test_check_and_guard_both_pass_keeps_the_fine_tuned_weights(texture, monkeyp
     assert "guard did not get worse (0.700 -> 0.800, painted masks propagated" in res.summary()
     assert any(not torch.equal(a, b) for a, b in zip(res.model.encoder.parameters(),
                                                      model.encoder.parameters()))
+
+
+def test_pseudo_keyframes_one_confident_frame_per_window():
+    """Windows around the inner boundaries of count + 1 equal parts; in each the most
+    confident propagated frame that is not skipped (keyframes, the check's frames)."""
+    times = list(range(0, 40, 2))
+    conf = np.array([1.0] + [0.9 - 0.01 * i for i in range(1, 20)])
+    conf[times.index(16)] = np.nan                               # not computed
+    labels = {t: np.full((3, 4), t % 7, np.uint8) for t in times[1:]}
+    seen = PropagatedFrames(times, conf, (6, 8), labels)
+    # 40 frames, 3 windows: [5, 15), [15, 25), [25, 35)
+    assert choose_frames(seen, 3, 40) == [6, 18, 26]
+    assert choose_frames(seen, 3, 40, skip={6, 18}) == [8, 20, 26]
+    assert choose_frames(seen, 0, 40) == [] and choose_frames(seen, 3, 2) == []
+    out = pseudo_keyframes(seen, 1, 40)                          # one window: [10, 30)
+    assert list(out) == [10] and out[10].shape == (6, 8) and (out[10] == 3).all()
+
+
+def test_finetune_trains_on_confident_propagated_frames(texture):
+    """With painted keyframes, fine-tuning adds pseudo-keyframes: frames the starting
+    weights propagated, never the check's frames, labelled as that propagation labels
+    them, and left out of the guard's score."""
+    frames, masks = blob_video(texture, t=16)
+    model = small_model()
+    res = finetune(model, frames, iters=2, keyframes={0: masks[0]},
+                   label_term=TERM, config=small_config(lr=1e-3))
+    check = MaskRoundTrip(frames, {0: masks[0]}, step=1)
+    assert res.labelled == [0] and len(res.pseudo) == 3
+    assert not set(res.pseudo) & (check.frames_used | {0})
+    guard = PropagationCrispness(frames, {0: masks[0]})
+    seen = guard.propagate(model.eval())
+    picked = pseudo_keyframes(seen, 3, len(frames), skip=check.frames_used | {0})
+    assert sorted(picked) == res.pseudo
+    t = res.pseudo[0]
+    assert np.array_equal(picked[t], propagate(model, frames, {0: masks[0]}).labels[t])
+    whole = guard.crispness(seen)
+    guard.excluded = set(res.pseudo)
+    rest = [i for i, t in enumerate(guard.times) if t not in res.pseudo and t != 0]
+    assert guard.crispness(seen) == pytest.approx(np.nanmean(seen.soft_iou[rest]))
+    assert guard.crispness(seen) != whole
+    none = finetune(model, frames, iters=1, keyframes={0: masks[0]}, check=False,
+                    label_term=dataclasses.replace(TERM, pseudo_keyframes=0),
+                    config=small_config())
+    assert none.pseudo == []
