@@ -22,8 +22,6 @@ import numpy as np
 
 from ..propagation import resize_nearest
 
-PSEUDO_KEYFRAMES = 3     # default number of pseudo-keyframes (LabelTerm.pseudo_keyframes)
-
 
 @dataclass
 class PropagatedFrames:
