@@ -35,7 +35,7 @@ from corrflow_napari.model import load_model
 from corrflow_napari.model.checkpoint import save_checkpoint
 from corrflow_napari.propagation import propagate_labels
 from corrflow_napari.training import TrainConfig, finetune
-from corrflow_napari.training.finetune import _plan
+from corrflow_napari.training.finetune import _plan, choose_pseudo_keyframes
 from corrflow_napari.training.label_objective import LabelTerm
 from corrflow_napari.training.weight_average import mean_state
 
@@ -62,10 +62,13 @@ def score_checks(root: Path, weights: list[Path]) -> None:
         seq = w.stem.split("-", 2)[2]
         gt, _ = load_annotations(root, seq)
         video = open_video(frame_folder(root, seq))
-        _, check, guard = _plan(video, {0: gt[0]}, TrainConfig.finetune())
+        keyframes = {0: gt[0]}
+        _, check, guard = _plan(video, keyframes, TrainConfig.finetune())
         base, ft = load_model(None, device="cpu"), load_model(w, device="cpu")
+        seen, _ = choose_pseudo_keyframes(base, video, keyframes, guard, check.frames_used,
+                                          LabelTerm().pseudo_keyframes)
         print(json.dumps(dict(seq=seq, check=[check.score(base), check.score(ft)],
-                              guard=[guard.score(base), guard.score(ft)])), flush=True)
+                              guard=[guard.crispness(seen), guard.score(ft)])), flush=True)
 
 
 def main() -> None:

@@ -129,6 +129,17 @@ def _plan(frames, keyframes, config: TrainConfig):
     return ClipSampler([frames], config), None, None
 
 
+def choose_pseudo_keyframes(model: CorrFlowModel, frames, keyframes: dict,
+                            guard: PropagationCrispness, check_frames: set, count: int):
+    """(the guard's propagation by ``model``, {t: (H, W) ids} of up to ``count``
+    pseudo-keyframes from it, never keyframes or ``check_frames``); the guard leaves the
+    chosen frames out of its score from then on."""
+    seen = guard.propagate(model)
+    pseudo = pseudo_keyframes(seen, count, len(frames), set(keyframes) | set(check_frames))
+    guard.excluded = set(pseudo)
+    return seen, pseudo
+
+
 def finetune(model: CorrFlowModel, frames, iters: int | None = None,
              minutes: float | None = None,
              progress: Callable[[int, int | None, float], None] | None = None,
@@ -187,15 +198,13 @@ def finetune(model: CorrFlowModel, frames, iters: int | None = None,
     sampler, held_out, guard = _plan(frames, keyframes, config)
     kset, pseudo, seen = None, {}, None
     if keyframes:
+        check_frames = held_out.frames_used if held_out is not None else set()
         if term.pseudo_keyframes and guard is not None:
             ft.eval()
-            seen = guard.propagate(ft)
-            skip = set(keyframes) | (held_out.frames_used if held_out is not None else set())
-            pseudo = pseudo_keyframes(seen, term.pseudo_keyframes, len(frames), skip)
-            guard.excluded = set(pseudo)
+            seen, pseudo = choose_pseudo_keyframes(ft, frames, keyframes, guard, check_frames,
+                                                   term.pseudo_keyframes)
             log(f"pseudo-keyframes (propagated, confident): {sorted(pseudo) or 'none'}")
-        kset = KeyframeSet(frames, {**keyframes, **pseudo}, term,
-                           held_out=held_out.frames_used if held_out is not None else ())
+        kset = KeyframeSet(frames, {**keyframes, **pseudo}, term, held_out=check_frames)
     held_out = held_out if check else None
     guard = guard if held_out is not None else None
     n_colour = config.batch if kset is None or term.colour_batch is None else term.colour_batch

@@ -241,16 +241,16 @@ class PropagationCrispness:
         return len(self.frames) > len(self.keyframes)
 
     @torch.no_grad()
-    def propagate(self, model: CorrFlowModel) -> PropagatedFrames:
-        """The propagation the score is taken from, with each frame's labels at the working
-        resolution (for :mod:`.pseudo_keyframes`) and its measures."""
+    def propagate(self, model: CorrFlowModel, keep_labels: bool = True) -> PropagatedFrames:
+        """The propagation the score is taken from, with its measures and (``keep_labels``)
+        each frame's labels at the working resolution (for :mod:`.pseudo_keyframes`)."""
         labels: dict[int, np.ndarray] = {}
 
         def keep(i: int, lab: np.ndarray) -> None:
             labels[self.times[i]] = resize_nearest(lab, self.label_size)
 
         res = propagate(model, self.frames, self.keyframes, settings=self.settings,
-                        keep_labels=False, on_frame=keep)
+                        keep_labels=False, on_frame=keep if keep_labels else None)
         return PropagatedFrames(self.times, res.confidence, self.full_hw, labels,
                                 soft_iou=res.measures["soft_iou"])
 
@@ -261,4 +261,4 @@ class PropagationCrispness:
 
     def score(self, model: CorrFlowModel) -> float:
         """Mean soft IoU of the propagated (non-key) frames' masks with their own argmax."""
-        return self.crispness(self.propagate(model))
+        return self.crispness(self.propagate(model, keep_labels=False))
