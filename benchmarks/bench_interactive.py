@@ -64,6 +64,8 @@ def main(argv=None) -> int:
                     help="PropagationSettings.radius (default: its own)")
     ap.add_argument("--min-mass", type=float, default=None,
                     help="PropagationSettings.min_mass (default: its own; 0: no tile skipped)")
+    ap.add_argument("--settle", type=float, default=None,
+                    help="PropagationSettings.settle (default: its own; 0: recompute all)")
     ap.add_argument("--no-cache", action="store_true", help="also time a re-run without cache")
     args = ap.parse_args(argv)
     if args.threads:
@@ -73,7 +75,8 @@ def main(argv=None) -> int:
     from corrflow_napari.model import load_model
     from corrflow_napari.propagation import PropagationSettings, affected_range, propagate
 
-    given = {"fusion": args.fusion, "radius": args.radius, "min_mass": args.min_mass}
+    given = {"fusion": args.fusion, "radius": args.radius, "min_mass": args.min_mass,
+             "settle": args.settle}
     settings = PropagationSettings(**{k: v for k, v in given.items() if v is not None})
     video, gt, name = load_clip(Path(args.davis), args.seq, args.frames)
     t_total, k = len(video), len(video) // 2

@@ -13,11 +13,12 @@ backward chain from b, fused (``fusion``: weights (b - t) / (b - a) for a's side
 by each side's confidence; "one-sided": forward only); before the first / after the last
 keyframe one direction. Features go through a :class:`.feature_cache.FeatureCache`: each
 frame is encoded once per run; a re-run after a correction (:func:`affected_range`) only
-runs the attention. :func:`propagate` adds a confidence per frame and object.
+runs the attention, and its new chains stop where they settle onto the chains they
+replace (``settle``, :mod:`.chain_reuse`). :func:`propagate` adds a confidence per frame
+and object.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import warnings
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import confidence as conf
+from .chain_reuse import Settling, old_chain, old_values, side_keys
 from .errors import InputError
 from .feature_cache import FeatureCache, FrameEncoder, free_accelerator_memory, kept, scaled_size
 from .full_size_labels import full_size_labels
@@ -95,6 +97,11 @@ class PropagationSettings:
     min_mass: float = field(default=0.1, metadata=option(
         "object probabilities below this are dropped from each propagated frame (the "
         "attention then skips the cells far from every object); 0 = keep all",
+        minimum=0.0, maximum=0.5))
+    settle: float = field(default=0.05, metadata=option(
+        "a re-run takes the old labels from where its new chain agrees with the old one "
+        "to within this share of each object's mass for n_recent frames in a row (the "
+        "correction's effect has faded); 0 = recompute every affected frame",
         minimum=0.0, maximum=0.5))
     label_stride: int | None = field(default=None, metadata=option(
         "label cell size in pixels: 1 or 2 = feature cells also carry sub-cell labels (thin "
@@ -169,18 +176,6 @@ class FrameSides(NamedTuple):
     sources: tuple[int | None, int | None]
 
 
-def _side_keys(seeds: dict[int, torch.Tensor], settings: PropagationSettings):
-    """``side_key(source, forward)``: what a chain's values depend on besides the video and
-    the model: its direction, source frame and seed, and the settings; None (no reuse)
-    when other keyframes are references too (``max_keyframes`` > 1)."""
-    if settings.max_keyframes > 1:
-        return None
-    sig = (settings.radius, settings.topk, settings.n_recent, settings.follow, settings.min_mass)
-    digest = {k: hashlib.blake2b(v.detach().cpu().numpy().tobytes(), digest_size=8).hexdigest()
-              for k, v in seeds.items()}
-    return lambda source, forward: ("side", forward, source, digest[source], sig)
-
-
 def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tensor],
                     on_sides: Callable[[FrameSides], None], *,
                     settings: PropagationSettings | None = None, start: int = 0,
@@ -204,7 +199,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
     total = sum(len(c[1]) for pair in plan for c in pair if c is not None)
     # A caller's cache also keeps each chain's values: a re-run after a correction takes
     # the unchanged parts of the chains from it (keyed by source, direction and seed).
-    side_key = _side_keys(seeds, settings) if cache is not None else None
+    side_key = side_keys(seeds, settings) if cache is not None else None
     if cache is None:                     # each frame encoded once per run, both sides
         cache, video_key = FeatureCache(), "run"
     encode = FrameEncoder(model, frames, settings.scale, cache=cache, video_key=video_key)
@@ -266,12 +261,18 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
         last_seen: dict = {}              # object -> its last shift (reference_shift)
         shifts: dict = {}                 # each object's shift in the previous frame
         encode.plan(targets)
+        forward = bool(targets) and targets[0] > source
+        olds = old_chain(source, forward, keys) if labels and settings.settle > 0 else []
+        old = old_values(cache, encode.key, side_key, olds) if side_key and olds else None
+        settling = Settling(old, settings.settle, n, settings.n_recent)
         for t in targets:
             if cancel is not None and cancel.is_set():
                 return
-            stored = (encode.key(t, side_key(source, t > source))
+            stored = (encode.key(t, side_key(source, forward))
                       if side_key is not None else None)
             vals = cache.get(stored) if stored is not None else None
+            if vals is None and (vals := settling.reuse(t)) is not None:
+                cache.put(stored, vals)
             if vals is None:
                 feat = encode(t)
                 refs = key_refs(source, t)
@@ -303,6 +304,7 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
                     vals = kept(drop_detail_of_absent(vals, n))
                 if settings.n_recent:
                     recent_tiled[t] = tiled(feat)
+                settling.computed(t, vals)
                 if stored is not None:
                     cache.put(stored, vals)
             vals = vals.float()

@@ -127,12 +127,14 @@ def test_default_video_key_tells_videos_apart():
 def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
     # keyframes 0 and 10, then a correction at 5: the forward chain from 0 over 1-4 and
     # the backward chain from 10 over 9-6 are taken from the cache; only the new chains
-    # from 5 run the attention (8 passes, not 16), with the same labels as a fresh run.
+    # from 5 run the attention (8 passes, not 16), with the same labels as a fresh run
+    # (settle 0: the new chains run to the end; settling is tests/test_chain_reuse.py).
     from corrflow_napari import propagation
+    exact = PropagationSettings(settle=0)
     frames, gt = moving_squares(t=12)
     cache = FeatureCache()
     keys = {0: gt[0], 10: gt[10]}
-    propagate(lab, frames, keys, cache=cache, video_key="clip")
+    propagate(lab, frames, keys, cache=cache, video_key="clip", settings=exact)
     chains = cache.values_of("clip").values()          # soft labels kept at half precision
     assert len(chains) == 9 + 9 + 1 and all(v.dtype == torch.float16 for v in chains)
     keys[5] = gt[5]
@@ -141,9 +143,9 @@ def test_rerun_reuses_unchanged_chains(lab, monkeypatch):
     monkeypatch.setattr(propagation, "attend",
                         lambda *a, **kw: calls.append(1) or real_attend(*a, **kw))
     again = propagate(lab, frames, keys, start=start, stop=stop, cache=cache,
-                      video_key="clip")
+                      video_key="clip", settings=exact)
     assert (start, stop) == (1, 10) and len(calls) == 8
-    fresh = propagate(lab, frames, keys)
+    fresh = propagate(lab, frames, keys, settings=exact)
     np.testing.assert_array_equal(again.labels[1:10], fresh.labels[1:10])
     np.testing.assert_allclose(again.confidence[1:10], fresh.confidence[1:10])
 

@@ -268,7 +268,9 @@ def test_lab_mixture_interpolates_between_learned_and_lab_affinities(lab, small_
 def test_user_facing_propagation_options():
     assert [o.name for o in options(PropagationSettings)] == [
         "radius", "topk", "n_recent", "max_keyframes", "scale", "max_size", "fusion", "follow",
-        "min_mass", "label_stride"]
+        "min_mass", "settle", "label_stride"]
+    settle = {o.name: o for o in options(PropagationSettings)}["settle"]
+    assert settle.kind is float and settle.default == 0.05 and settle.minimum == 0
     min_mass = {o.name: o for o in options(PropagationSettings)}["min_mass"]
     assert min_mass.kind is float and min_mass.default == 0.1 and min_mass.minimum == 0
     follow = {o.name: o for o in options(PropagationSettings)}["follow"]
