@@ -284,8 +284,8 @@ class PropagateWidget(RunsInBackground, QWidget):
         self._start(from_current=False)
 
     def repropagate_from_current(self) -> None:
-        """The current frame becomes a keyframe; recompute the frames after it up to the
-        next keyframe."""
+        """The current frame becomes a keyframe; recompute the frames it can change: up to
+        the keyframes on either side, within the frame range when it lies in it."""
         self._start(from_current=True)
 
     def cancel(self) -> None:
@@ -332,6 +332,9 @@ class PropagateWidget(RunsInBackground, QWidget):
                              "frame first, then re-propagate from it.")
         keys = sorted(set(keys) | {k})
         start, stop = affected_range(keys, k, t_total, settings)   # what k can change
+        lo, hi = self.frame_range.span()
+        if lo <= k < hi:                   # and stays in the frames the user chose
+            start, stop = max(start, lo), min(stop, hi)
         if direction == "forward":
             start = k
         elif direction == "backward":

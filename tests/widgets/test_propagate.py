@@ -105,6 +105,25 @@ def test_repropagate_from_here_recomputes_only_what_the_correction_changes(
     assert w.last_status == "done" and w.keyframes() == [0, 3, k, 9]
 
 
+def test_repropagate_stays_in_the_chosen_frame_range(make_napari_viewer, qtbot, small_clip):
+    """Frames 0..6 propagated, then a correction on frame 4: the re-run recomputes 1..6,
+    not the frames after the range that the user never propagated."""
+    viewer = make_napari_viewer()
+    _, labels = add_clip(viewer, small_clip)
+    w = propagate_widget(viewer)
+    w.frame_range.end_spin.setValue(6)
+    w.propagate()
+    wait_done(qtbot, w)
+    assert labels.data[6].any() and not labels.data[7:].any()
+    correct(labels, 4)
+    viewer.dims.set_current_step(0, 4)
+    w.repropagate_btn.click()
+    wait_done(qtbot, w)
+    assert w.last_status == "done", w.status.text()
+    assert (w.last_job.start, w.last_job.stop) == (1, 7)
+    assert (labels.data[5] == 2).any() and not labels.data[7:].any()
+
+
 def test_cancel_keeps_finished_frames_consistent_and_undoable(make_napari_viewer, qtbot,
                                                              small_clip, reference):
     viewer = make_napari_viewer()
