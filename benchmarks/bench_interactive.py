@@ -5,6 +5,7 @@ correction in the middle of a video, against the first run's time, in one proces
     python benchmarks/bench_interactive.py                      # shipped weights, cows
     python benchmarks/bench_interactive.py --features lab --frames 40
     python benchmarks/bench_interactive.py --no-cache           # also time the old way
+    python benchmarks/bench_interactive.py --settle 0           # new chains run to the end
 
 What it does, as the Propagate widget and ``corrflow eval-interactive`` do:
 1. first run: propagate frame 0's mask through the first ``--frames`` frames with a fresh
@@ -84,8 +85,8 @@ def main(argv=None) -> int:
     first_mask = gt[0]
     print(f"{name}: {t_total} frames {video.shape[2]}x{video.shape[1]}, {args.features} "
           f"features, fusion {settings.fusion}, radius {settings.radius}, min_mass "
-          f"{settings.min_mass}, torch threads {torch.get_num_threads()}, "
-          f"device {model.device}", flush=True)
+          f"{settings.min_mass}, settle {settings.settle}, torch threads "
+          f"{torch.get_num_threads()}, device {model.device}", flush=True)
 
     propagate(model, video[:2], {0: first_mask}, settings=settings)   # warm-up, not timed
     cache = FeatureCache()
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
           f"{'met' if ratio <= TARGET else 'NOT met'})", flush=True)
     out = {"benchmark": "interactive_rerun", "clip": name, "frames": t_total,
            "features": args.features, "fusion": settings.fusion,
-           "radius": settings.radius, "min_mass": settings.min_mass, "correction_frame": k,
+           "radius": settings.radius, "min_mass": settings.min_mass, "settle": settings.settle,
+           "correction_frame": k,
            "first_run_s": round(first, 2), "rerun_s": round(rerun, 2),
            "rerun_ratio": round(ratio, 3), "target": TARGET,
            "threads": torch.get_num_threads(), "device": str(model.device),
