@@ -79,28 +79,25 @@ class Settling:
         self.agreeing = self.agreeing + 1 if same else 0
 
 
-def old_chain(source: int, forward: bool, keys: list[int]) -> list[tuple[int, bool]]:
-    """The chain that covered a new chain's frames in the same direction before keyframe
-    ``source`` existed: going forward, the one from the keyframe before ``source``; going
-    backward, from the keyframe after it ([] where there is none). Not the other
-    direction's: between two keyframes the fusion averages two chains that err
-    differently, and a chain settled onto the other side's would lose that."""
+def old_chain(source: int, forward: bool, keys: list[int]) -> tuple[int, bool] | None:
+    """The chain ``(keyframe, forward)`` that covered a new chain's frames in the same
+    direction before keyframe ``source`` existed: going forward, the one from the keyframe
+    before ``source``; going backward, from the keyframe after it (None where there is
+    none). Not the other direction's: between two keyframes the fusion averages two chains
+    that err differently, and a chain settled onto the other side's would lose that."""
     if forward:
         before = [k for k in keys if k < source]
-        return [(before[-1], True)] if before else []
+        return (before[-1], True) if before else None
     after = [k for k in keys if k > source]
-    return [(after[0], False)] if after else []
+    return (after[0], False) if after else None
 
 
 def old_values(cache, key_of: Callable, side_key: Callable,
-               olds: list[tuple[int, bool]]) -> Callable[[int], torch.Tensor | None]:
-    """``old(t)``: frame t's values kept in ``cache`` for the first of the chains ``olds``
-    (:func:`old_chain`) that has them. key_of(t, what): the cache key of frame t's values.
-    (Within one run the old chain never reaches the new chain's frames: it stops at the
-    new keyframe, so what it holds there is an earlier run's.)"""
+               chain: tuple[int, bool]) -> Callable[[int], torch.Tensor | None]:
+    """``old(t)``: frame t's values kept in ``cache`` for ``chain`` (:func:`old_chain`), or
+    None. key_of(t, what): the cache key of frame t's values. (Within one run the old
+    chain never reaches the new chain's frames: it stops at the new keyframe, so what it
+    holds there is an earlier run's.)"""
     def old(t: int) -> torch.Tensor | None:
-        for k, forward in olds:
-            if (vals := cache.get(key_of(t, side_key(k, forward)))) is not None:
-                return vals
-        return None
+        return cache.get(key_of(t, side_key(*chain)))
     return old

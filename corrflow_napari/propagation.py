@@ -262,8 +262,8 @@ def propagate_sides(model: FeatureExtractor, frames, seeds: dict[int, torch.Tens
         shifts: dict = {}                 # each object's shift in the previous frame
         encode.plan(targets)
         forward = bool(targets) and targets[0] > source
-        olds = old_chain(source, forward, keys) if labels and settings.settle > 0 else []
-        old = old_values(cache, encode.key, side_key, olds) if side_key and olds else None
+        was = old_chain(source, forward, keys) if labels and settings.settle > 0 else None
+        old = old_values(cache, encode.key, side_key, was) if side_key and was else None
         settling = Settling(old, settings.settle, n, settings.n_recent)
         for t in targets:
             if cancel is not None and cancel.is_set():

@@ -39,9 +39,9 @@ def test_settling_needs_agreeing_frames_in_a_row():
 
 
 def test_old_chain_is_the_same_direction_before_the_new_keyframe():
-    assert old_chain(5, True, [0, 5, 9]) == [(0, True)]
-    assert old_chain(5, False, [0, 5, 9]) == [(9, False)]
-    assert old_chain(0, True, [0, 9]) == [] and old_chain(9, False, [0, 9]) == []
+    assert old_chain(5, True, [0, 5, 9]) == (0, True)
+    assert old_chain(5, False, [0, 5, 9]) == (9, False)
+    assert old_chain(0, True, [0, 9]) is None and old_chain(9, False, [0, 9]) is None
 
 
 def _counting_attend(monkeypatch) -> list:
